@@ -1,0 +1,721 @@
+r"""The linear-algebra core: every update rule of the paper, once.
+
+Notation (the paper's): ``W ∈ R^{d_o×d_i}`` is the edited MLP output matrix,
+keys ``K ∈ R^{d_i×n}`` are its inputs at the subjects' last tokens, values
+``V ∈ R^{d_o×n}`` the outputs that make the model say the new facts. ``C0`` is
+the (already weighted) second moment of the preserved keys, ``K0 K0ᵀ``; ``P`` a
+``d_i×d_i`` matrix (AlphaEdit's null-space projector, or ``I``); ``λ`` (``lam``)
+a Tikhonov weight. The residual of a batch against the current weights is
+``R_t = V_t − W_{t−1} K_t``.
+
+Every optimum here is the solution of one normal equation (Prop. 3.2)::
+
+    Δ · A = B,     A = (C0 + K Kᵀ) P + λ I,     B = R Kᵀ P
+
+With ``P = I, λ = 0`` it is MEMIT's one-time edit (OTE); with ``P`` the
+null-space projector of C0 (so ``C0 P ≈ 0``) and ``C0`` left out it is
+AlphaEdit; with ``P = I, C0 = μ K0K0ᵀ`` it is the soft-constrained RLSEdit
+objective ``Σ‖WKτ−Vτ‖² + λ‖W−W0‖² + μ‖(W−W0)K0‖²``.
+
+The sequential rules differ only in what they carry from step to step:
+
+=====================  =========================================================
+``aligned``            the accumulated matrix ``A_t`` (Remark A.1): each step is
+                       the difference of two OTE optima (Lemma 3.1, Prop. 3.2)
+``naive``              nothing: a repeated one-time edit (the paper's ablation)
+``memorize-nullspace`` nothing: Eq. 3, the null-space shortcut
+``memorize-full``      ``S = Σ Δτ`` (Eq. 4 / Eq. 32)
+``conflict``           the active constraint set (Prop. 3.5, Eq. 30)
+=====================  =========================================================
+
+Post-processing operators (PRUNE, RECT) are corrected by Algorithm 1, which
+carries the error ``E_t`` so that ``W_t + E_t`` stays on the OTE path (Prop. A.3).
+Solves use ``torch.linalg.solve`` or Cholesky, never an explicit inverse (the
+one exception is RLSEdit, whose state *is* ``A⁻¹`` by definition).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Hashable, Optional, Sequence
+
+import torch
+
+Tensor = torch.Tensor
+
+__all__ = [
+    "EditError", "SolveError",
+    "system_matrix", "solve_normal", "ote_update", "aligned_update", "alphaedit_update",
+    "naive_update", "memorize_latest_nullspace", "memorize_latest_full", "omitted_term",
+    "nullspace_projector", "prune", "rect", "Prune", "Rect", "corrected_step",
+    "conflict_update", "resolve_latest", "resolve_first", "resolve_mean", "resolve_forget",
+    "rls_init", "rls_step", "SequentialEditor", "MODES",
+]
+
+
+class EditError(ValueError):
+    """Bad input to a rule: wrong shapes, non-finite values. Nothing was changed."""
+
+
+class SolveError(EditError):
+    """The normal equation of a step could not be solved. Nothing was changed."""
+
+
+# --------------------------------------------------------------------------- checks
+
+def _check_finite(**tensors: Optional[Tensor]) -> None:
+    for name, t in tensors.items():
+        if t is not None and not bool(torch.isfinite(t).all()):
+            raise EditError(f"{name} contains non-finite values (NaN or inf)")
+
+
+def _check_shapes(W: Optional[Tensor], K: Tensor, V: Optional[Tensor] = None,
+                  P: Optional[Tensor] = None, C0: Optional[Tensor] = None) -> tuple[int, int, int]:
+    """Check the paper's shapes; return (d_o, d_i, n). Error messages name the tensors."""
+    if K.ndim != 2:
+        raise EditError(f"K must be 2-D [d_i, n], got shape {tuple(K.shape)}")
+    d_i, n = K.shape
+    if n == 0:
+        raise EditError("K has no columns: a batch needs at least one key")
+    d_o = None
+    if W is not None:
+        if W.ndim != 2 or W.shape[1] != d_i:
+            raise EditError(f"W has shape {tuple(W.shape)} but K has shape {tuple(K.shape)}: "
+                            f"W must be [d_o, d_i] with d_i = {d_i}")
+        d_o = W.shape[0]
+    if V is not None:
+        if V.ndim != 2 or V.shape[1] != n:
+            raise EditError(f"V has shape {tuple(V.shape)} but K has shape {tuple(K.shape)}: "
+                            f"V must be [d_o, n] with n = {n}")
+        if d_o is not None and V.shape[0] != d_o:
+            raise EditError(f"V has shape {tuple(V.shape)} but W has shape {tuple(W.shape)}: "
+                            f"V must be [d_o, n] with d_o = {d_o}")
+        d_o = V.shape[0]
+    for name, M in (("P", P), ("C0", C0)):
+        if M is not None and tuple(M.shape) != (d_i, d_i):
+            raise EditError(f"{name} has shape {tuple(M.shape)}, expected [d_i, d_i] = [{d_i}, {d_i}]")
+    _check_finite(W=W, K=K, V=V, P=P, C0=C0)
+    return d_o, d_i, n
+
+
+def _eye(d: int, like: Tensor) -> Tensor:
+    return torch.eye(d, dtype=like.dtype, device=like.device)
+
+
+def _rp(M: Tensor, P: Optional[Tensor]) -> Tensor:
+    """Right-multiply by P, where ``None`` stands for the identity."""
+    return M if P is None else M @ P
+
+
+# --------------------------------------------------------------------------- the normal equation
+
+def system_matrix(K: Optional[Tensor], *, P: Optional[Tensor] = None, C0: Optional[Tensor] = None,
+                  lam: float = 0.0, d_i: Optional[int] = None, like: Optional[Tensor] = None) -> Tensor:
+    """The left-hand matrix of the normal equation, ``A = (C0 + K Kᵀ) P + λ I`` (Prop. 3.2).
+
+    Arguments:
+        K: keys ``[d_i, n]``, or ``None`` for none.
+        P: ``[d_i, d_i]`` or ``None`` (identity).
+        C0: preserved second moment ``[d_i, d_i]`` or ``None`` (zero).
+        lam: Tikhonov weight λ ≥ 0.
+        d_i, like: size and dtype/device when ``K`` is ``None``.
+    Returns:
+        ``A``, ``[d_i, d_i]``.
+    """
+    ref = K if K is not None else (C0 if C0 is not None else like)
+    if ref is None:
+        raise EditError("system_matrix needs K, C0 or `like` to know the size")
+    d = ref.shape[0] if d_i is None else d_i
+    M = torch.zeros(d, d, dtype=ref.dtype, device=ref.device)
+    if C0 is not None:
+        M = M + C0
+    if K is not None:
+        M = M + K @ K.T                                        # [d_i, d_i]
+    A = _rp(M, P)
+    if lam:
+        A = A + lam * _eye(d, A)
+    return A
+
+
+def solve_normal(B: Tensor, A: Tensor, *, what: str = "the normal equation") -> Tensor:
+    """Solve ``Δ A = B`` for Δ without forming ``A⁻¹``.
+
+    Uses Cholesky when ``A`` is symmetric positive definite (P = I), LU otherwise.
+
+    Arguments:
+        B: right-hand side ``[d_o, d_i]``.
+        A: system matrix ``[d_i, d_i]``.
+    Returns:
+        Δ ``[d_o, d_i]``.
+    Raises:
+        SolveError: the system is singular or the solution is not finite.
+    """
+    tol = A.shape[0] * torch.finfo(A.dtype).eps
+    singular = SolveError(f"could not solve {what}: the system matrix is singular to working precision. "
+                          f"Add a Tikhonov weight (lam > 0) or a preserved covariance C0.")
+    if torch.equal(A, A.T):
+        L, info = torch.linalg.cholesky_ex(A)
+        if int(info) == 0:
+            d = L.diagonal().abs()
+            if float(d.min()) ** 2 < tol * float(d.max()) ** 2:
+                raise singular
+            # Δ A = B  ⇔  A Δᵀ = Bᵀ (A symmetric)
+            X = torch.cholesky_solve(B.T, L).T
+            if bool(torch.isfinite(X).all()):
+                return X
+    # X A = B  ⇔  Aᵀ Xᵀ = Bᵀ
+    LU, piv, info = torch.linalg.lu_factor_ex(A.T)
+    d = LU.diagonal().abs()
+    if int(info) != 0 or float(d.min()) < tol * float(d.max()):
+        raise singular
+    X = torch.linalg.lu_solve(LU, piv, B.T).T
+    if not bool(torch.isfinite(X).all()):
+        raise SolveError(f"could not solve {what}: the solution is not finite (ill-conditioned system)")
+    return X
+
+
+# --------------------------------------------------------------------------- one-time edit
+
+def ote_update(W0: Tensor, K: Tensor, V: Tensor, *, P: Optional[Tensor] = None,
+               C0: Optional[Tensor] = None, lam: float = 0.0) -> Tensor:
+    """The one-time-edit optimum ``Δ_total`` for the objective ``(P, λ, C0)`` (Prop. 3.2).
+
+    Solves ``Δ [(C0 + K Kᵀ) P + λ I] = (V − W0 K) Kᵀ P``. With ``P = I, λ = 0``
+    this is MEMIT's OTE; applied to the current weights and the latest batch
+    only, it is the naive sequential rule.
+
+    Arguments:
+        W0: weights before the edit ``[d_o, d_i]``.
+        K: all keys to edit ``[d_i, n]``; V: their values ``[d_o, n]``.
+        P, C0, lam: the objective (see the module docstring).
+    Returns:
+        ``Δ_total`` ``[d_o, d_i]``.
+    """
+    _check_shapes(W0, K, V, P, C0)
+    R = V - W0 @ K                                             # [d_o, n]
+    return solve_normal(_rp(R @ K.T, P), system_matrix(K, P=P, C0=C0, lam=lam), what="the OTE")
+
+
+# --------------------------------------------------------------------------- sequential rules
+
+def aligned_update(W: Tensor, K: Tensor, V: Tensor, A_prev: Tensor, *,
+                   P: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """One OTE-aligned sequential step (Remark A.1, Prop. 3.2).
+
+    Carries the accumulated matrix ``A_{t−1} = (C0 + K_{1:t−1}K_{1:t−1}ᵀ) P + λ I``
+    and solves ``Δ_t A_t = R_t K_tᵀ P`` with ``A_t = A_{t−1} + K_t K_tᵀ P``.
+    Then ``Σ_τ Δ_τ = Δ_total,t`` (Lemma 3.1): every step is the difference of
+    two OTE optima.
+
+    Arguments:
+        W: current weights ``W_{t−1}`` ``[d_o, d_i]`` (for Algorithm 1, ``W_{t−1} + E_{t−1}``).
+        K, V: the new batch ``[d_i, n]``, ``[d_o, n]``.
+        A_prev: ``A_{t−1}`` ``[d_i, d_i]``; at t = 1 use ``system_matrix(None, P=P, C0=C0, lam=lam)``.
+        P: the same P as in ``A_prev``.
+    Returns:
+        ``(Δ_t, A_t)``.
+    """
+    _check_shapes(W, K, V, P, A_prev)
+    A = A_prev + _rp(K @ K.T, P)                               # [d_i, d_i]
+    R = V - W @ K                                              # [d_o, n]
+    return solve_normal(_rp(R @ K.T, P), A, what="the aligned step"), A
+
+
+def alphaedit_update(W: Tensor, K: Tensor, V: Tensor, P: Tensor, Kp_gram: Optional[Tensor] = None,
+                     lam: float = 1.0) -> Tensor:
+    """AlphaEdit's sequential step (Eq. 2).
+
+    ``Δ_t = R_t K_tᵀ P [(K_p K_pᵀ + K_t K_tᵀ) P + λ I]⁻¹`` where ``K_p`` are the keys
+    edited before. It is :func:`aligned_update` with ``C0`` dropped (the
+    projector takes its place), so Lemma 3.1 holds for it.
+
+    Arguments:
+        W: ``W_{t−1}``; K, V: the batch; P: the null-space projector.
+        Kp_gram: ``K_p K_pᵀ`` ``[d_i, d_i]`` of all earlier edits (``None`` at t = 1).
+        lam: AlphaEdit's Tikhonov weight (its code's ``L2``).
+    Returns:
+        ``Δ_t`` ``[d_o, d_i]``.
+    """
+    A_prev = system_matrix(None, P=P, C0=Kp_gram, lam=lam, d_i=K.shape[0], like=K)
+    return aligned_update(W, K, V, A_prev, P=P)[0]
+
+
+def naive_update(W: Tensor, K: Tensor, V: Tensor, *, P: Optional[Tensor] = None,
+                 C0: Optional[Tensor] = None, lam: float = 0.0) -> Tensor:
+    """The naive sequential rule: a fresh one-time edit of the latest batch.
+
+    ``Δ_t = R_t K_tᵀ P [(C0 + K_t K_tᵀ) P + λ I]⁻¹`` forgets the constraints of
+    earlier edits: the paper's "not OTE-aligned" ablation (and original
+    sequential MEMIT). Its sum drifts away from ``Δ_total,t``.
+    """
+    return ote_update(W, K, V, P=P, C0=C0, lam=lam)
+
+
+def memorize_latest_nullspace(W: Tensor, K: Tensor, V: Tensor, P: Tensor, lam: float = 1.0) -> Tensor:
+    """Null-space-simplified memorize-the-latest step (Eq. 3).
+
+    ``Δ_t = R_t K_tᵀ P (K_t K_tᵀ P + λ I)⁻¹``: it assumes ``C0 P = 0`` and so drops
+    :func:`omitted_term`. Because the projector is only approximately null for
+    C0, the dropped term accumulates and the preserved knowledge collapses.
+    """
+    return ote_update(W, K, V, P=P, C0=None, lam=lam)
+
+
+def omitted_term(S: Tensor, *, P: Optional[Tensor] = None, C0: Optional[Tensor] = None,
+                 lam: float = 0.0) -> Tensor:
+    """The term Eq. 3 drops from the full normal equation: ``−S (C0 P + λ I)``, ``S = Σ_τ Δ_τ``.
+
+    Its C0 part, ``−Σ_τ Δ_τ K0 K0ᵀ P``, is the pull back towards the preserved
+    knowledge; without it nothing undoes the damage earlier steps did to ``K0``.
+    """
+    out = -_rp(S @ C0, P) if C0 is not None else torch.zeros_like(S)
+    return out - lam * S if lam else out
+
+
+def memorize_latest_full(W: Tensor, K: Tensor, V: Tensor, S: Tensor, *, P: Optional[Tensor] = None,
+                         C0: Optional[Tensor] = None, lam: float = 0.0) -> Tensor:
+    """The full normal equation of memorize-the-latest (Eq. 4 / Eq. 32).
+
+    The task at step t keeps only the latest batch and the preserved keys:
+    ``W_t = argmin ‖W K_t − V_t‖² + ‖(W − W0) K0‖² + λ‖W − W0‖²`` (through ``P``).
+    Its sequential step is
+    ``Δ_t [(C0 + K_t K_tᵀ) P + λ I] = R_t K_tᵀ P − S_{t−1} (C0 P + λ I)``.
+
+    Arguments:
+        W: ``W_{t−1}``; K, V: the latest batch.
+        S: ``Σ_{τ<t} Δ_τ = W_{t−1} − W0`` ``[d_o, d_i]``.
+    Returns:
+        ``Δ_t``; then ``W0 + S + Δ_t`` is the OTE of the latest task.
+    """
+    _check_shapes(W, K, V, P, C0)
+    _check_finite(S=S)
+    if S.shape != W.shape:
+        raise EditError(f"S has shape {tuple(S.shape)} but W has shape {tuple(W.shape)}")
+    R = V - W @ K                                              # [d_o, n]
+    B = _rp(R @ K.T, P) + omitted_term(S, P=P, C0=C0, lam=lam)
+    return solve_normal(B, system_matrix(K, P=P, C0=C0, lam=lam), what="the memorize-the-latest step")
+
+
+# --------------------------------------------------------------------------- projector
+
+def nullspace_projector(C0: Tensor, threshold: float = 2e-2, *, relative: bool = False) -> Tensor:
+    """AlphaEdit's projector onto the (approximate) null space of the preserved keys.
+
+    From the eigendecomposition ``C0 = U Σ Uᵀ``: ``P = Û Ûᵀ`` where ``Û`` are the
+    eigenvectors whose eigenvalue is below ``threshold`` (AlphaEdit's code uses
+    an absolute threshold of 2e-2 on the per-token covariance).
+
+    Arguments:
+        C0: ``[d_i, d_i]``, symmetric positive semi-definite.
+        threshold: eigenvalue cut-off.
+        relative: if true, the cut-off is ``threshold · λ_max``.
+    Returns:
+        ``P`` ``[d_i, d_i]``, a symmetric idempotent matrix.
+    """
+    if C0.ndim != 2 or C0.shape[0] != C0.shape[1]:
+        raise EditError(f"C0 must be square [d_i, d_i], got shape {tuple(C0.shape)}")
+    _check_finite(C0=C0)
+    evals, U = torch.linalg.eigh((C0 + C0.T) / 2)
+    cut = threshold * float(evals.max()) if relative else threshold
+    Uh = U[:, evals < cut]                                     # [d_i, d_null]
+    return Uh @ Uh.T
+
+
+# --------------------------------------------------------------------------- post-processing
+
+def prune(D: Tensor, sigma_ref: float) -> Tensor:
+    """PRUNE: squash the singular values of an edit that exceed ``σ_max(W)``.
+
+    Each ``σ_i > σ_ref`` becomes ``σ_ref + ln σ_i − ln σ_ref``; the others stay.
+
+    Arguments:
+        D: the edit ``[d_o, d_i]``; sigma_ref: ``σ_max`` of the unedited weights.
+    Returns:
+        The restrained edit, same shape.
+    """
+    U, s, Vh = torch.linalg.svd(D, full_matrices=False)
+    big = s > sigma_ref
+    s = torch.where(big, sigma_ref + torch.log(s.clamp_min(sigma_ref)) - math.log(sigma_ref), s)
+    return (U * s) @ Vh
+
+
+def rect(D: Tensor, W_ref: Tensor, keep: float = 0.2) -> Tensor:
+    """RECT: keep the top ``keep`` fraction of entries by relative change ``|Δ/W|``; zero the rest.
+
+    Arguments:
+        D: the edit ``[d_o, d_i]``; W_ref: the unedited weights, same shape.
+        keep: fraction of entries kept, in (0, 1].
+    Returns:
+        The sparsified edit.
+    """
+    if D.shape != W_ref.shape:
+        raise EditError(f"RECT: edit shape {tuple(D.shape)} differs from weight shape {tuple(W_ref.shape)}")
+    if not 0 < keep <= 1:
+        raise EditError(f"RECT: keep must be in (0, 1], got {keep}")
+    rel = (D / W_ref.abs().clamp_min(torch.finfo(W_ref.dtype).tiny)).abs().flatten()
+    k = max(1, int(round(keep * rel.numel())))
+    mask = torch.zeros_like(rel, dtype=torch.bool)
+    mask[torch.topk(rel, k, sorted=False).indices] = True
+    return D * mask.view_as(D)
+
+
+@dataclass
+class Prune:
+    """PRUNE as a post-processing operator (callable ``op(D) -> D̂``)."""
+
+    sigma_ref: float
+
+    @classmethod
+    def for_weights(cls, W0: Tensor) -> "Prune":
+        return cls(float(torch.linalg.matrix_norm(W0.double(), ord=2)))
+
+    def __call__(self, D: Tensor) -> Tensor:
+        return prune(D, self.sigma_ref)
+
+
+@dataclass
+class Rect:
+    """RECT as a post-processing operator (callable ``op(D) -> D̂``)."""
+
+    W_ref: Tensor
+    keep: float = 0.2
+
+    def __call__(self, D: Tensor) -> Tensor:
+        return rect(D, self.W_ref.to(D), self.keep)
+
+    def __repr__(self) -> str:
+        return f"Rect(keep={self.keep})"
+
+
+def corrected_step(W: Tensor, K: Tensor, V: Tensor, A_prev: Tensor, E: Tensor,
+                   post: Callable[[Tensor], Tensor], *, P: Optional[Tensor] = None
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """Algorithm 1: sequential editing with error correction for a post-processing operator.
+
+    The aligned step is taken from the virtual weights ``W + E`` (the OTE path);
+    the operator is applied to the step plus the carried error, and what it
+    removed becomes the next error::
+
+        Δ_t = aligned step at W_{t−1} + E_{t−1};   D_t = Δ_t + E_{t−1}
+        Δ̂_t = post(D_t);                            E_t = D_t − Δ̂_t
+
+    so ``W_t + E_t = W0 + Δ_total,t`` exactly (Prop. A.3).
+
+    Returns:
+        ``(Δ̂_t, A_t, E_t)``: the step to apply, the new accumulated matrix, the new error.
+    """
+    _check_finite(E=E)
+    if E.shape != W.shape:
+        raise EditError(f"E has shape {tuple(E.shape)} but W has shape {tuple(W.shape)}")
+    delta, A = aligned_update(W + E, K, V, A_prev, P=P)
+    D = delta + E
+    applied = post(D)
+    if not bool(torch.isfinite(applied).all()):
+        raise SolveError("the post-processing operator returned non-finite values")
+    return applied, A, D - applied
+
+
+# --------------------------------------------------------------------------- conflicts (Prop. 3.5)
+
+Resolve = Callable[[Tensor, Tensor], Optional[Tensor]]
+
+
+def resolve_latest(old: Tensor, new: Tensor) -> Tensor:
+    """Memorize the latest value of a re-edited key."""
+    return new
+
+
+def resolve_first(old: Tensor, new: Tensor) -> Tensor:
+    """Keep the first value; later conflicting edits are ignored."""
+    return old
+
+
+def resolve_mean(old: Tensor, new: Tensor) -> Tensor:
+    """Split the difference between the stored and the new value."""
+    return (old + new) / 2
+
+
+def resolve_forget(old: Tensor, new: Tensor) -> None:
+    """Drop the key's constraint entirely (the fact returns to its pre-edit value)."""
+    return None
+
+
+def conflict_update(W: Tensor, A_prev: Tensor, *, P: Optional[Tensor] = None,
+                    K_new: Optional[Tensor] = None, V_new: Optional[Tensor] = None,
+                    K_changed: Optional[Tensor] = None, V_old: Optional[Tensor] = None,
+                    V_resolved: Optional[Tensor] = None,
+                    K_dropped: Optional[Tensor] = None, V_dropped: Optional[Tensor] = None
+                    ) -> tuple[Tensor, Tensor]:
+    """The OTE-aligned step when constraints are added, re-valued or dropped (Prop. 3.5, Eq. 30).
+
+    With ``W_{t−1}`` on the OTE path of the active constraint set, the step to
+    the OTE of the new set solves::
+
+        Δ_t A_t = Σ_new (v − W k) kᵀ P + Σ_changed (v_res − v_old) kᵀ P − Σ_dropped (v_old − W k) kᵀ P
+        A_t = A_{t−1} + Σ_new k kᵀ P − Σ_dropped k kᵀ P
+
+    A changed key keeps its place in ``A``; only its value moves.
+
+    Returns:
+        ``(Δ_t, A_t)``.
+    """
+    A = A_prev.clone()
+    B = torch.zeros(W.shape, dtype=W.dtype, device=W.device)
+    if K_new is not None and K_new.shape[1]:
+        _check_shapes(W, K_new, V_new, P, A_prev)
+        A = A + _rp(K_new @ K_new.T, P)
+        B = B + _rp((V_new - W @ K_new) @ K_new.T, P)
+    if K_changed is not None and K_changed.shape[1]:
+        _check_shapes(W, K_changed, V_resolved)
+        _check_shapes(W, K_changed, V_old)
+        B = B + _rp((V_resolved - V_old) @ K_changed.T, P)
+    if K_dropped is not None and K_dropped.shape[1]:
+        _check_shapes(W, K_dropped, V_dropped)
+        A = A - _rp(K_dropped @ K_dropped.T, P)
+        B = B - _rp((V_dropped - W @ K_dropped) @ K_dropped.T, P)
+    return solve_normal(B, A, what="the conflict-resolution step"), A
+
+
+# --------------------------------------------------------------------------- RLSEdit
+
+def rls_init(d_i: int, *, C0: Optional[Tensor] = None, lam: float = 1.0, like: Optional[Tensor] = None) -> Tensor:
+    """RLSEdit's initial state ``Q_0 = (C0 + λ I)⁻¹`` for ``Σ‖WKτ−Vτ‖² + λ‖W−W0‖² + ‖(W−W0)K0‖²_C0``.
+
+    The inverse is RLS's state by definition; it is formed once, by Cholesky.
+
+    Arguments:
+        d_i: key width; C0: ``μ K0 K0ᵀ`` (or None); lam: λ > 0 unless C0 is full rank.
+    Returns:
+        ``Q_0`` ``[d_i, d_i]``.
+    """
+    A0 = system_matrix(None, C0=C0, lam=lam, d_i=d_i, like=C0 if C0 is not None else like)
+    L, info = torch.linalg.cholesky_ex(A0)
+    if int(info) != 0:
+        raise SolveError("RLSEdit: C0 + λI is not positive definite; use lam > 0")
+    return torch.cholesky_inverse(L)
+
+
+def rls_step(W: Tensor, K: Tensor, V: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
+    """One RLSEdit step by the Woodbury identity; its cost does not grow with history.
+
+    ``Δ_t = R_t (I + K_tᵀ Q K_t)⁻¹ K_tᵀ Q`` and ``Q_t = Q − Q K_t (I + K_tᵀ Q K_t)⁻¹ K_tᵀ Q``:
+    the same ``Δ_t`` as :func:`aligned_update` with ``P = I`` (so RLSEdit is
+    OTE-aligned), at ``O(d_i² n)`` instead of a ``d_i×d_i`` solve.
+
+    Returns:
+        ``(Δ_t, Q_t)``.
+    """
+    _check_shapes(W, K, V, None, Q)
+    QK = Q @ K                                                 # [d_i, n]
+    S = _eye(K.shape[1], K) + K.T @ QK                          # [n, n], symmetric PD
+    try:
+        G = torch.linalg.solve(S, QK.T)                        # [n, d_i] = S⁻¹ Kᵀ Q
+    except RuntimeError as err:
+        raise SolveError(f"RLSEdit: could not solve the n×n Woodbury system ({err})") from None
+    delta = (V - W @ K) @ G                                    # [d_o, d_i]
+    Q_new = Q - QK @ G
+    Q_new = (Q_new + Q_new.T) / 2                              # keep it symmetric against round-off
+    if not (bool(torch.isfinite(delta).all()) and bool(torch.isfinite(Q_new).all())):
+        raise SolveError("RLSEdit: the step is not finite")
+    return delta, Q_new
+
+
+# --------------------------------------------------------------------------- the stateful editor
+
+MODES = ("aligned", "naive", "memorize-nullspace", "memorize-full", "conflict", "rls")
+
+
+class SequentialEditor:
+    """One layer's sequential-editing state; every real-model editor is one of these.
+
+    Arguments:
+        d_i: key width (columns of W).
+        mode: one of :data:`MODES`:
+            ``aligned`` (Remark A.1; AlphaEdit when ``P`` is a projector and ``C0`` None),
+            ``naive`` (repeated OTE), ``memorize-nullspace`` (Eq. 3),
+            ``memorize-full`` (Eq. 4), ``conflict`` (Prop. 3.5 with ``resolve``),
+            ``rls`` (RLSEdit by Woodbury; P must be None).
+        P: ``[d_i, d_i]`` or None (identity).
+        C0: weighted preserved covariance ``[d_i, d_i]`` or None.
+        lam: Tikhonov weight λ.
+        post: a post-processing operator ``op(D) -> D̂`` (:class:`Prune`, :class:`Rect`) or None.
+        correct: with ``post``, apply Algorithm 1's error correction (aligned mode only).
+        resolve: conflict mode: ``resolve(v_old, v_new) -> v | None``.
+        dtype: the dtype of the state (inputs are cast to it; float64 for the toy).
+
+    State: ``aligned``/``conflict`` keep ONE ``d_i×d_i`` matrix ``A`` with C0 and λI
+    folded in (``rls`` keeps ``Q = A⁻¹`` instead), plus ``E`` only when a corrected
+    post-processing operator is on; ``memorize-full`` keeps ``S = Σ Δτ``;
+    ``conflict`` keeps the active keys and values.
+    """
+
+    def __init__(self, d_i: int, mode: str = "aligned", *, P: Optional[Tensor] = None,
+                 C0: Optional[Tensor] = None, lam: float = 0.0, post: Optional[Callable] = None,
+                 correct: bool = True, resolve: Resolve = resolve_latest,
+                 dtype: torch.dtype = torch.float64, device=None):
+        if mode not in MODES:
+            raise EditError(f"unknown mode {mode!r}; expected one of {MODES}")
+        if lam < 0:
+            raise EditError(f"lam must be ≥ 0, got {lam}")
+        if mode == "rls" and P is not None:
+            raise EditError("mode 'rls' solves the P = I objective; pass P=None")
+        if post is not None and mode in ("memorize-nullspace", "memorize-full", "conflict", "rls"):
+            raise EditError(f"post-processing is supported in modes 'aligned' and 'naive', not {mode!r}")
+        self.d_i, self.mode, self.lam, self.post, self.resolve = d_i, mode, float(lam), post, resolve
+        self.correct = bool(correct and post is not None and mode == "aligned")
+        self.dtype, self.device = dtype, torch.device(device) if device is not None else None
+        self.P = self._cast(P, "P", (d_i, d_i))
+        self.C0 = self._cast(C0, "C0", (d_i, d_i))
+        self.A: Optional[Tensor] = None
+        self.Q: Optional[Tensor] = None
+        if mode in ("aligned", "conflict"):
+            self.A = system_matrix(None, P=self.P, C0=self.C0, lam=self.lam, d_i=d_i, like=self._like())
+        elif mode == "rls":
+            self.Q = rls_init(d_i, C0=self.C0, lam=self.lam, like=self._like())
+        self.E: Optional[Tensor] = None       # [d_o, d_i], Algorithm 1 only
+        self.S: Optional[Tensor] = None       # [d_o, d_i], memorize-full only
+        self.keys: dict[Hashable, tuple[Tensor, Tensor]] = {}   # conflict only: id -> (k [d_i], v [d_o])
+        self.t = 0
+
+    # -- helpers
+    def _like(self) -> Tensor:
+        return torch.empty(0, dtype=self.dtype, device=self.device)
+
+    def _cast(self, M: Optional[Tensor], name: str, shape: Optional[tuple] = None) -> Optional[Tensor]:
+        if M is None:
+            return None
+        if not isinstance(M, Tensor):
+            raise EditError(f"{name} must be a torch.Tensor, got {type(M).__name__}")
+        if shape is not None and tuple(M.shape) != shape:
+            raise EditError(f"{name} has shape {tuple(M.shape)}, expected {list(shape)}")
+        M = M.to(dtype=self.dtype, device=self.device if self.device is not None else M.device)
+        _check_finite(**{name: M})
+        return M
+
+    def state_shapes(self) -> dict[str, tuple]:
+        """Shapes of the tensors the editor carries between steps (for tests and docs)."""
+        out = {k: tuple(getattr(self, k).shape) for k in ("A", "Q", "E", "S") if getattr(self, k) is not None}
+        if self.keys:
+            out["keys"] = (len(self.keys),)
+        return out
+
+    # -- the step
+    def step(self, K: Tensor, V: Tensor, W: Tensor, ids: Optional[Sequence[Hashable]] = None) -> Tensor:
+        """Compute the next update ``Δ_t`` for the current weights ``W``; commit the state.
+
+        Arguments:
+            K: keys ``[d_i, n]``; V: target values ``[d_o, n]``; W: current weights
+                ``[d_o, d_i]`` (read only; the caller adds the returned Δ).
+            ids: conflict mode: one hashable id per key; a repeated id is a re-edit.
+        Returns:
+            ``Δ_t`` ``[d_o, d_i]`` in the editor's dtype.
+        Raises:
+            EditError / SolveError: bad input or unsolvable step. The state is then unchanged.
+        """
+        K, V, W = (self._cast(x, n) for x, n in ((K, "K"), (V, "V"), (W, "W")))
+        _check_shapes(W, K, V, self.P, self.C0)
+        if K.shape[0] != self.d_i:
+            raise EditError(f"K has {K.shape[0]} rows but this editor was built for d_i = {self.d_i}")
+        P, C0, lam = self.P, self.C0, self.lam
+        new_state: dict = {}
+        if self.mode == "aligned":
+            if self.correct:
+                E = self.E if self.E is not None else torch.zeros_like(W)
+                delta, new_state["A"], new_state["E"] = corrected_step(W, K, V, self.A, E, self.post, P=P)
+            else:
+                delta, new_state["A"] = aligned_update(W, K, V, self.A, P=P)
+        elif self.mode == "naive":
+            delta = naive_update(W, K, V, P=P, C0=C0, lam=lam)
+        elif self.mode == "memorize-nullspace":
+            if P is None:
+                raise EditError("mode 'memorize-nullspace' needs the null-space projector P")
+            delta = memorize_latest_nullspace(W, K, V, P, lam)
+        elif self.mode == "memorize-full":
+            S = self.S if self.S is not None else torch.zeros_like(W)
+            delta = memorize_latest_full(W, K, V, S, P=P, C0=C0, lam=lam)
+            new_state["S"] = S + delta
+        elif self.mode == "rls":
+            delta, new_state["Q"] = rls_step(W, K, V, self.Q)
+        else:
+            delta, new_state["A"], new_state["keys"] = self._conflict_step(K, V, W, ids)
+        if self.post is not None and not self.correct:
+            delta = self.post(delta)
+            _check_finite(**{"post-processed step": delta})
+        for k, v in new_state.items():
+            setattr(self, k, v)
+        self.t += 1
+        return delta
+
+    def _conflict_step(self, K, V, W, ids):
+        n = K.shape[1]
+        if ids is None:
+            ids = [("_auto", self.t, j) for j in range(n)]
+        ids = list(ids)
+        if len(ids) != n or len(set(ids)) != n:
+            raise EditError(f"conflict mode needs {n} distinct ids for {n} keys, got {ids!r}")
+        keys = dict(self.keys)
+        new_k, new_v, ch_k, ch_old, ch_res, dr_k, dr_v = [], [], [], [], [], [], []
+        for j, key_id in enumerate(ids):
+            k, v = K[:, j], V[:, j]
+            if key_id not in keys:
+                new_k.append(k), new_v.append(v)
+                keys[key_id] = (k, v)
+                continue
+            k_old, v_old = keys[key_id]
+            v_res = self.resolve(v_old, v)
+            if v_res is None:
+                dr_k.append(k_old), dr_v.append(v_old)
+                del keys[key_id]
+            else:
+                ch_k.append(k_old), ch_old.append(v_old), ch_res.append(v_res)
+                keys[key_id] = (k_old, v_res)
+        stack = lambda xs: torch.stack(xs, dim=1) if xs else None  # noqa: E731
+        delta, A = conflict_update(W, self.A, P=self.P, K_new=stack(new_k), V_new=stack(new_v),
+                                   K_changed=stack(ch_k), V_old=stack(ch_old), V_resolved=stack(ch_res),
+                                   K_dropped=stack(dr_k), V_dropped=stack(dr_v))
+        return delta, A, keys
+
+    def forget(self, ids: Sequence[Hashable], W: Tensor) -> Tensor:
+        """Conflict mode: drop the constraints of ``ids`` (Prop. 3.5 with removal); return Δ."""
+        if self.mode != "conflict":
+            raise EditError("forget() needs mode 'conflict'")
+        missing = [i for i in ids if i not in self.keys]
+        if missing:
+            raise EditError(f"cannot forget unknown ids {missing!r}")
+        W = self._cast(W, "W")
+        keys = dict(self.keys)
+        dr = [keys.pop(i) for i in ids]
+        delta, A = conflict_update(W, self.A, P=self.P, K_dropped=torch.stack([k for k, _ in dr], 1),
+                                   V_dropped=torch.stack([v for _, v in dr], 1))
+        self.A, self.keys, self.t = A, keys, self.t + 1
+        return delta
+
+    # -- persistence (tensors only: safetensors-friendly)
+    def state_dict(self) -> dict[str, Tensor]:
+        """The carried tensors (``A``, ``Q``, ``E``, ``S``, conflict keys) and the step count."""
+        sd = {k: getattr(self, k) for k in ("A", "Q", "E", "S") if getattr(self, k) is not None}
+        sd["t"] = torch.tensor(self.t)
+        if self.keys:
+            ids = list(self.keys)
+            sd["keys_K"] = torch.stack([self.keys[i][0] for i in ids], 1)
+            sd["keys_V"] = torch.stack([self.keys[i][1] for i in ids], 1)
+        return sd
+
+    def key_ids(self) -> list:
+        return list(self.keys)
+
+    def load_state_dict(self, sd: dict[str, Tensor], key_ids: Optional[list] = None) -> None:
+        """Restore what :meth:`state_dict` returned (``key_ids`` for conflict mode)."""
+        for k in ("A", "Q", "E", "S"):
+            setattr(self, k, self._cast(sd[k], k) if k in sd else None)
+        self.t = int(sd["t"])
+        self.keys = {}
+        if "keys_K" in sd:
+            if key_ids is None or len(key_ids) != sd["keys_K"].shape[1]:
+                raise EditError("conflict state needs the list of key ids it was saved with")
+            Kk, Vk = self._cast(sd["keys_K"], "keys_K"), self._cast(sd["keys_V"], "keys_V")
+            self.keys = {i: (Kk[:, j], Vk[:, j]) for j, i in enumerate(key_ids)}
+
+    def __repr__(self) -> str:
+        post = f", post={self.post!r}, correct={self.correct}" if self.post is not None else ""
+        return f"SequentialEditor(d_i={self.d_i}, mode={self.mode!r}, lam={self.lam}{post}, t={self.t})"
