@@ -1,0 +1,81 @@
+"""``otelab edit``: apply a stream of edits to a model, save the session and per-step JSON."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="preset name, HF id or local path (default: smollm2-135m or $OTELAB_MODEL)")
+    p.add_argument("--method", default="memit", choices=["memit", "alphaedit", "prune", "rect", "rlsedit"])
+    p.add_argument("--mode", default="aligned",
+                   choices=["aligned", "naive", "no-ec", "memorize-nullspace", "memorize-full", "conflict"])
+    p.add_argument("--requests", default=None,
+                   help="JSON/JSONL file of requests or CounterFact records (default: the built-in fact bank)")
+    p.add_argument("--n", type=int, default=20, help="number of requests to edit (default 20)")
+    p.add_argument("--batch", type=int, default=10, help="requests per step (default 10)")
+    p.add_argument("--corpus", default=None, help="covariance corpus: 'wiki' (default), 'wikitext' or a file path")
+    p.add_argument("--cov-tokens", type=int, default=None, help="tokens for the covariance (default: the preset's)")
+    p.add_argument("--eval", action="store_true", help="record edit metrics after each step")
+    p.add_argument("--out", default="runs/edit", help="output folder (default runs/edit)")
+
+
+def read_requests(path: str | None, n: int | None):
+    """Requests from a JSON list / JSONL file (plain requests or CounterFact records), or the fact bank."""
+    from otelab.requests import EditRequest
+
+    if path is None:
+        from otelab.data import load_factbank
+        return [r.request() for r in load_factbank(n=n)]
+    text = Path(path).read_text()
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError:
+        items = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if not isinstance(items, list):
+        raise SystemExit(f"{path}: expected a JSON list or JSON lines of records")
+    items = items[:n] if n else items
+    return [EditRequest.from_dict(d, i) for i, d in enumerate(items)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from otelab.engine import EditSession
+    from otelab.models import load_model
+    from otelab.tables import format_table
+
+    reqs = read_requests(args.requests, args.n)
+    if args.batch < 1:
+        raise SystemExit("--batch must be ≥ 1")
+    loaded = load_model(args.model)
+    for r in reqs:
+        r.validate(loaded.tokenizer)
+    session = EditSession(loaded, args.method, args.mode, corpus=args.corpus, n_tokens=args.cov_tokens)
+    out = Path(args.out)
+    (out / "steps").mkdir(parents=True, exist_ok=True)
+    evaluator = None
+    if args.eval:
+        from otelab.metrics import edit_success
+        evaluator = edit_success
+    from tqdm.auto import tqdm
+
+    rows = []
+    batches = [reqs[i:i + args.batch] for i in range(0, len(reqs), args.batch)]
+    for batch in tqdm(batches, desc=f"{args.method}/{args.mode}", unit="step"):
+        rec = session.step(batch)
+        row = {"step": rec.step, "edits": sum(len(h.requests) for h in session.history),
+               "‖Δ‖ (sum over layers)": round(sum(rec.delta_norms.values()), 4),
+               "value NLL": round(sum(rec.value_losses[-1]) / len(rec.value_losses[-1]), 4),
+               "time (s)": rec.timings["total"]}
+        record = {"step": rec.step, "requests": rec.requests, "delta_norms": rec.delta_norms,
+                  "value_steps": rec.value_steps, "timings": rec.timings}
+        if evaluator is not None:
+            scores = evaluator(loaded, session.requests, batch)
+            row.update({k: round(v, 3) for k, v in scores.items()})
+            record["metrics"] = scores
+        rows.append(row)
+        (out / "steps" / f"step_{rec.step:04d}.json").write_text(json.dumps(record, indent=1))
+    session.save(out / "session")
+    print(format_table(rows))
+    print(f"saved the session to {out / 'session'} and per-step JSON to {out / 'steps'}")
+    return 0
