@@ -166,6 +166,10 @@ class EditSession:
             self.editors[l] = ote.SequentialEditor(**self._cfgs[l])
         self.history: list[StepRecord] = []
         self._undo: list[dict] = []
+        # The last step's keys and values per layer ([d_i, n], [d_o, n]) and value optimisation,
+        # for inspection (notebook 05); not persisted.
+        self.last_kv: dict[int, tuple[Tensor, Tensor]] = {}
+        self.last_values = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -230,7 +234,7 @@ class EditSession:
         ids = [r.subject for r in reqs] if self.mode == "conflict" else None
         if ids is not None and len(set(ids)) != len(ids):
             raise SessionError(f"conflict mode: a batch may edit each subject once, got {ids}")
-        norms = {}
+        norms, kv = {}, {}
         cd = self.compute_dtype
         for i, layer in enumerate(self.layers):
             t = time.perf_counter()
@@ -240,10 +244,13 @@ class EditSession:
             t = time.perf_counter()
             resid = (val.z.to(cd) - cur).T / (len(self.layers) - i)                # [d_o, n]
             W = a.get_W(lm.model, layer).to(cd)                                     # [d_o, d_i]
-            delta = self.editors[layer].step(K, W @ K + resid, W, ids=ids)          # [d_o, d_i]
+            V = W @ K + resid                                                       # [d_o, n]
+            delta = self.editors[layer].step(K, V, W, ids=ids)                      # [d_o, d_i]
             a.add_(lm.model, layer, delta)
+            kv[layer] = (K, V)
             norms[str(layer)] = round(float(delta.norm()), 6)
             timings["solve"] += time.perf_counter() - t
+        self.last_kv, self.last_values = kv, val
         return StepRecord(step=len(self.history) + 1, requests=[r.to_dict() for r in reqs],
                           delta_norms=norms, value_steps=val.steps, value_losses=val.losses,
                           timings={k: round(v, 4) for k, v in timings.items()})

@@ -91,6 +91,20 @@ def logits_from(loaded, hidden: Tensor, attention_mask: Tensor, start: int) -> T
         return loaded.model(inputs_embeds=hidden, attention_mask=attention_mask, use_cache=False).logits
 
 
+def final_hidden_from(loaded, hidden: Tensor, attention_mask: Tensor, start: int) -> Tensor:
+    """Like :func:`logits_from` but stop before the unembedding (after the final norm).
+
+    The value optimisation needs logits at a few positions only; unembedding
+    just those rows avoids most of the ``[B, T, vocab]`` work.
+
+    Returns:
+        ``[B, T, d_model]``.
+    """
+    with _only_blocks(loaded, start):
+        return loaded.model.base_model(inputs_embeds=hidden, attention_mask=attention_mask,
+                                       use_cache=False).last_hidden_state
+
+
 def w_out_inputs(loaded, input_ids: Tensor, attention_mask: Tensor, layers: Sequence[int]) -> dict[int, Tensor]:
     """The inputs of W_out (the keys) at every position, for each layer; stops after the last.
 

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from otelab.forward import hidden_after, logits_from
+from otelab.forward import final_hidden_from, hidden_after, logits_from
 from otelab.keys import context_templates, fill, pad_batch, subject_last_index
 from otelab.requests import EditRequest
 
@@ -110,6 +110,7 @@ def compute_values(loaded, requests: Sequence[EditRequest], layer: int | None = 
     opt = torch.optim.Adam([delta], lr=p.v_lr)
     max_norm = p.clamp_factor * z_init.norm(dim=1, keepdim=True)           # [n, 1]
     init_norm2 = z_init.norm(dim=1) ** 2                                   # [n]
+    unembed = loaded.adapter.unembed(model)
     kl_init = None
     losses: list[list[float]] = []
     steps = 0
@@ -119,12 +120,21 @@ def compute_values(loaded, requests: Sequence[EditRequest], layer: int | None = 
         h = h_lower if cache_lower else hidden_after(loaded, input_ids, mask, layer)
         add = torch.zeros(h.shape, dtype=delta.dtype, device=dev).index_put(
             (torch.arange(B, device=dev), lookup_t), delta[owner_t])
-        logits = logits_from(loaded, h + add.to(h.dtype), mask, layer + 1).float()   # [B, T, V]
-        logp = torch.log_softmax(logits, dim=-1)
-        tok_lp = logp[pr, pc, pt]                                               # [n_target_tokens]
+        if cache_lower:
+            # Unembed only the positions the loss reads: targets, then each KL row's last token.
+            hs = final_hidden_from(loaded, h + add.to(h.dtype), mask, layer + 1)       # [B, T, d]
+            rows_all = torch.cat([pr, kl_rows])
+            cols_all = torch.cat([pc, kl_last])
+            logp = torch.log_softmax(unembed(hs[rows_all, cols_all]).float(), dim=-1)   # [P + n, V]
+            tok_lp = logp[torch.arange(len(pr), device=dev), pt]
+            kl_logp = logp[len(pr):]                                                    # [n, V]
+        else:  # the seed code's way: full logits of the full forward
+            logits = logits_from(loaded, h + add.to(h.dtype), mask, layer + 1).float()   # [B, T, V]
+            logp = torch.log_softmax(logits, dim=-1)
+            tok_lp = logp[pr, pc, pt]                                                   # [n_target_tokens]
+            kl_logp = logp[kl_rows, kl_last]                                            # [n, V]
         row_lp = torch.zeros(kl_start, device=dev).index_add(0, pr, tok_lp) / tokens_per_row
         nll = -torch.zeros(n, device=dev).index_add(0, owner_t[:kl_start], row_lp) / n_t   # [n]
-        kl_logp = logp[kl_rows, kl_last]                                        # [n, V]
         if kl_init is None:
             kl_init = kl_logp.detach()
         kl = F.kl_div(kl_init, kl_logp, log_target=True, reduction="none").sum(-1)       # [n]
