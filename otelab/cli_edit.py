@@ -21,13 +21,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/edit", help="output folder (default runs/edit)")
 
 
-def read_requests(path: str | None, n: int | None):
-    """Requests from a JSON list / JSONL file (plain requests or CounterFact records), or the fact bank."""
+def read_records(path: str | None, n: int | None) -> list:
+    """Records to edit: the fact bank, a CounterFact file (ROME or flat format), or plain requests.
+
+    Returns:
+        ``FactRecord`` objects when the file is CounterFact-shaped (so ``--eval`` can score
+        paraphrases and neighbourhoods), else ``EditRequest`` objects.
+    """
+    from otelab.data import DataError, load_counterfact, load_factbank
     from otelab.requests import EditRequest
 
     if path is None:
-        from otelab.data import load_factbank
-        return [r.request() for r in load_factbank(n=n)]
+        return load_factbank(n=n)
+    try:
+        return load_counterfact(path, n=n)
+    except DataError:
+        pass
     text = Path(path).read_text()
     try:
         items = json.loads(text)
@@ -39,38 +48,49 @@ def read_requests(path: str | None, n: int | None):
     return [EditRequest.from_dict(d, i) for i, d in enumerate(items)]
 
 
+def _as_request(record):
+    return record.request() if hasattr(record, "request") else record
+
+
 def run(args: argparse.Namespace) -> int:
     from otelab.engine import EditSession
     from otelab.models import load_model
     from otelab.tables import format_table
 
-    reqs = read_requests(args.requests, args.n)
     if args.batch < 1:
         raise SystemExit("--batch must be ≥ 1")
+    records = read_records(args.requests, args.n)
+    for r in records:  # structural checks first: a bad file fails before the model loads
+        _as_request(r).validate()
     loaded = load_model(args.model)
-    for r in reqs:
-        r.validate(loaded.tokenizer)
+    for r in records:
+        _as_request(r).validate(loaded.tokenizer)
     session = EditSession(loaded, args.method, args.mode, corpus=args.corpus, n_tokens=args.cov_tokens)
     out = Path(args.out)
     (out / "steps").mkdir(parents=True, exist_ok=True)
-    evaluator = None
+    baseline = None
     if args.eval:
-        from otelab.metrics import edit_success
-        evaluator = edit_success
+        from otelab.metrics import Baseline, edit_scores
+        baseline = Baseline.compute(loaded.model, loaded.tokenizer, records)
     from tqdm.auto import tqdm
 
     rows = []
-    batches = [reqs[i:i + args.batch] for i in range(0, len(reqs), args.batch)]
-    for batch in tqdm(batches, desc=f"{args.method}/{args.mode}", unit="step"):
-        rec = session.step(batch)
+    batches = [records[i:i + args.batch] for i in range(0, len(records), args.batch)]
+    for b, batch in enumerate(tqdm(batches, desc=f"{args.method}/{args.mode}", unit="step")):
+        rec = session.step([_as_request(r) for r in batch])
         row = {"step": rec.step, "edits": sum(len(h.requests) for h in session.history),
                "‖Δ‖ (sum over layers)": round(sum(rec.delta_norms.values()), 4),
                "value NLL": round(sum(rec.value_losses[-1]) / len(rec.value_losses[-1]), 4),
                "time (s)": rec.timings["total"]}
         record = {"step": rec.step, "requests": rec.requests, "delta_norms": rec.delta_norms,
                   "value_steps": rec.value_steps, "timings": rec.timings}
-        if evaluator is not None:
-            scores = evaluator(loaded, session.requests, batch)
+        if baseline is not None:
+            so_far = [r for bb in batches[:b + 1] for r in bb]
+            scores = {}
+            for tag, recs in (("all", so_far), ("latest", batch)):
+                res = edit_scores(loaded.model, loaded.tokenizer, recs, baseline=baseline, show_progress=False)
+                scores.update({f"{k}_{tag}": res[k] for k in ("efficacy", "paraphrase", "specificity")
+                               if isinstance(res.get(k), float)})
             row.update({k: round(v, 3) for k, v in scores.items()})
             record["metrics"] = scores
         rows.append(row)

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 import torch
 
+from otelab.config import CI_COV_TOKENS, ci_size
+
 if TYPE_CHECKING:
     from .corpus import Corpus
     from .models import LoadedModel
@@ -261,7 +263,7 @@ def get_covariance(loaded: "LoadedModel", layers: int | Iterable[int],
         corpus: a ``Corpus``, a spec for ``otelab.corpus.get_corpus`` ("wiki",
             "wikitext", a path), or ``None`` for the default Wikipedia corpus.
         n_tokens: tokens to average over; ``None`` uses the preset's ``mom2_n_tokens``
-            (``DEFAULT_N_TOKENS`` if the preset has none).
+            (``DEFAULT_N_TOKENS`` if the preset has none), capped at ``CI_COV_TOKENS`` at CI size.
         max_len, batch_size, dtype, progress: as in ``compute_covariance``.
         refresh: recompute even if a valid cache file exists.
         directory: cache folder; default ``cache_dir("covariance")``.
@@ -276,6 +278,8 @@ def get_covariance(loaded: "LoadedModel", layers: int | Iterable[int],
     corpus = get_corpus(corpus)
     if n_tokens is None:
         n_tokens = int(getattr(loaded.preset, "mom2_n_tokens", None) or DEFAULT_N_TOKENS)
+        if ci_size():
+            n_tokens = min(n_tokens, CI_COV_TOKENS)
     folder = Path(directory) if directory is not None else cache_dir("covariance")
     folder.mkdir(parents=True, exist_ok=True)
 

@@ -197,8 +197,14 @@ class EditSession:
         del self.history[snap["n_history"]:]
 
     # ------------------------------------------------------------------ stepping
-    def step(self, requests: Iterable[EditRequest | dict]) -> StepRecord:
+    def step(self, requests: Iterable[EditRequest | dict], values=None) -> StepRecord:
         """Apply one batch of edits.
+
+        Arguments:
+            requests: the batch.
+            values: optional precomputed :class:`otelab.values.ValueResult` for exactly
+                these requests (e.g. to compare editors on the same targets); by default
+                the values are optimised here.
 
         All requests are validated first; if anything fails (a bad request,
         non-finite values, an unsolvable system) the weights and the editor
@@ -213,7 +219,7 @@ class EditSession:
         snap = self._snapshot()
         t0 = time.perf_counter()
         try:
-            rec = self._apply(reqs)
+            rec = self._apply(reqs, values)
         except BaseException:
             self._restore(snap)
             raise
@@ -224,11 +230,14 @@ class EditSession:
         self.history.append(rec)
         return rec
 
-    def _apply(self, reqs: list[EditRequest]) -> StepRecord:
+    def _apply(self, reqs: list[EditRequest], val=None) -> StepRecord:
         lm, a = self.loaded, self.loaded.adapter
         templates = context_templates(lm)
         t = time.perf_counter()
-        val = compute_values(lm, reqs, templates=templates)
+        if val is None:
+            val = compute_values(lm, reqs, templates=templates)
+        elif tuple(val.z.shape) != (len(reqs), self.W0[max(self.layers)].shape[0]):
+            raise SessionError(f"values for {tuple(val.z.shape)[0]} requests given for a batch of {len(reqs)}")
         timings = {"values": time.perf_counter() - t, "keys": 0.0, "solve": 0.0}
         z_layer = max(self.layers)
         ids = [r.subject for r in reqs] if self.mode == "conflict" else None

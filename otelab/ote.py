@@ -150,7 +150,7 @@ def solve_normal(B: Tensor, A: Tensor, *, what: str = "the normal equation") -> 
     Raises:
         SolveError: the system is singular or the solution is not finite.
     """
-    tol = A.shape[0] * torch.finfo(A.dtype).eps
+    tol = 10 * torch.finfo(A.dtype).eps  # a pivot ratio below this is singular to working precision
     singular = SolveError(f"could not solve {what}: the system matrix is singular to working precision. "
                           f"Add a Tikhonov weight (lam > 0) or a preserved covariance C0.")
     if torch.equal(A, A.T):
@@ -193,7 +193,7 @@ def ote_update(W0: Tensor, K: Tensor, V: Tensor, *, P: Optional[Tensor] = None,
     """
     _check_shapes(W0, K, V, P, C0)
     R = V - W0 @ K                                             # [d_o, n]
-    return solve_normal(_rp(R @ K.T, P), system_matrix(K, P=P, C0=C0, lam=lam), what="the OTE")
+    return solve_normal(R @ _rp(K.T, P), system_matrix(K, P=P, C0=C0, lam=lam), what="the OTE")
 
 
 # --------------------------------------------------------------------------- sequential rules
@@ -216,9 +216,10 @@ def aligned_update(W: Tensor, K: Tensor, V: Tensor, A_prev: Tensor, *,
         ``(Δ_t, A_t)``.
     """
     _check_shapes(W, K, V, P, A_prev)
-    A = A_prev + _rp(K @ K.T, P)                               # [d_i, d_i]
+    KtP = _rp(K.T, P)                                          # [n, d_i]; O(d_i² n), not O(d_i³)
+    A = A_prev + K @ KtP                                       # [d_i, d_i]
     R = V - W @ K                                              # [d_o, n]
-    return solve_normal(_rp(R @ K.T, P), A, what="the aligned step"), A
+    return solve_normal(R @ KtP, A, what="the aligned step"), A
 
 
 def alphaedit_update(W: Tensor, K: Tensor, V: Tensor, P: Tensor, Kp_gram: Optional[Tensor] = None,
@@ -292,7 +293,7 @@ def memorize_latest_full(W: Tensor, K: Tensor, V: Tensor, S: Tensor, *, P: Optio
     if S.shape != W.shape:
         raise EditError(f"S has shape {tuple(S.shape)} but W has shape {tuple(W.shape)}")
     R = V - W @ K                                              # [d_o, n]
-    B = _rp(R @ K.T, P) + omitted_term(S, P=P, C0=C0, lam=lam)
+    B = R @ _rp(K.T, P) + omitted_term(S, P=P, C0=C0, lam=lam)
     return solve_normal(B, system_matrix(K, P=P, C0=C0, lam=lam), what="the memorize-the-latest step")
 
 
@@ -463,16 +464,18 @@ def conflict_update(W: Tensor, A_prev: Tensor, *, P: Optional[Tensor] = None,
     B = torch.zeros(W.shape, dtype=W.dtype, device=W.device)
     if K_new is not None and K_new.shape[1]:
         _check_shapes(W, K_new, V_new, P, A_prev)
-        A = A + _rp(K_new @ K_new.T, P)
-        B = B + _rp((V_new - W @ K_new) @ K_new.T, P)
+        KtP = _rp(K_new.T, P)
+        A = A + K_new @ KtP
+        B = B + (V_new - W @ K_new) @ KtP
     if K_changed is not None and K_changed.shape[1]:
         _check_shapes(W, K_changed, V_resolved)
         _check_shapes(W, K_changed, V_old)
-        B = B + _rp((V_resolved - V_old) @ K_changed.T, P)
+        B = B + (V_resolved - V_old) @ _rp(K_changed.T, P)
     if K_dropped is not None and K_dropped.shape[1]:
         _check_shapes(W, K_dropped, V_dropped)
-        A = A - _rp(K_dropped @ K_dropped.T, P)
-        B = B - _rp((V_dropped - W @ K_dropped) @ K_dropped.T, P)
+        KtP = _rp(K_dropped.T, P)
+        A = A - K_dropped @ KtP
+        B = B - (V_dropped - W @ K_dropped) @ KtP
     return solve_normal(B, A, what="the conflict-resolution step"), A
 
 
@@ -693,7 +696,7 @@ class SequentialEditor:
     # -- persistence (tensors only: safetensors-friendly)
     def state_dict(self) -> dict[str, Tensor]:
         """The carried tensors (``A``, ``Q``, ``E``, ``S``, conflict keys) and the step count."""
-        sd = {k: getattr(self, k) for k in ("A", "Q", "E", "S") if getattr(self, k) is not None}
+        sd = {k: getattr(self, k).clone() for k in ("A", "Q", "E", "S") if getattr(self, k) is not None}
         sd["t"] = torch.tensor(self.t)
         if self.keys:
             ids = list(self.keys)
@@ -706,8 +709,14 @@ class SequentialEditor:
 
     def load_state_dict(self, sd: dict[str, Tensor], key_ids: Optional[list] = None) -> None:
         """Restore what :meth:`state_dict` returned (``key_ids`` for conflict mode)."""
+        for k in ("A", "Q"):
+            if k in sd and tuple(sd[k].shape) != (self.d_i, self.d_i):
+                raise EditError(f"state {k} has shape {tuple(sd[k].shape)}, expected [{self.d_i}, {self.d_i}]")
+        for k in ("E", "S"):
+            if k in sd and (sd[k].ndim != 2 or sd[k].shape[1] != self.d_i):
+                raise EditError(f"state {k} has shape {tuple(sd[k].shape)}, expected [d_o, {self.d_i}]")
         for k in ("A", "Q", "E", "S"):
-            setattr(self, k, self._cast(sd[k], k) if k in sd else None)
+            setattr(self, k, self._cast(sd[k], k).clone() if k in sd else None)
         self.t = int(sd["t"])
         self.keys = {}
         if "keys_K" in sd:
