@@ -1,4 +1,4 @@
-"""nbval settings for notebooks 01-04: figures and widgets are not compared, only printed text.
+"""nbval settings for the notebooks: figures and widgets are not compared, only printed text.
 
 Plotly figures embed their data as floats and random div ids (``text/html``), and widget views
 carry random model ids, so their outputs differ from run to run and machine to machine. The

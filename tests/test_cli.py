@@ -9,7 +9,7 @@ from otelab.cli import build_parser, main
 def test_every_command_is_wired():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert {"verify", "edit", "eval"} <= set(sub.choices)
+    assert {"verify", "edit", "eval", "demo"} <= set(sub.choices)
 
 
 def test_edit_writes_steps_and_a_loadable_session(tmp_path, capsys):

@@ -96,6 +96,16 @@ def test_undo_and_reset_are_bit_exact(lm):
     assert s.n_steps == 0 and all(e.t == 0 for e in s.editors.values())
 
 
+def test_delta_norm_tracks_the_weight_change(lm):
+    s = EditSession(lm, "memit", "aligned", cov=small_cov(lm), progress=False)
+    assert s.delta_norm() == 0.0
+    s.step(REQS[:1])
+    by_hand = sum(float((lm.adapter.get_W(lm.model, l).double() - s.W0[l].double()).norm()) for l in lm.layers)
+    assert s.delta_norm() > 0 and abs(s.delta_norm() - by_hand) < 1e-9
+    s.reset()
+    assert s.delta_norm() == 0.0
+
+
 def test_save_load_continues_exactly(tmp_path):
     a_lm, b_lm = tiny_model("llama"), tiny_model("llama")
     for m in (a_lm, b_lm):

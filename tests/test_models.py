@@ -191,8 +191,9 @@ def test_get_preset_error_lists_names():
 
 def test_preset_replace_and_validation():
     p = get_preset(DEFAULT_PRESET)
+    v0 = p.v_lr
     q = p.replace(v_lr=0.2, layers=[4, 5])
-    assert (q.v_lr, q.layers, p.v_lr) == (0.2, (4, 5), 0.1)
+    assert (q.v_lr, q.layers, p.v_lr) == (0.2, (4, 5), v0)
     with pytest.raises(ValueError, match="no field"):
         p.replace(learning_rate=1.0)
     with pytest.raises(ValueError, match="ascending"):

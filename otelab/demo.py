@@ -1,0 +1,718 @@
+"""``otelab demo``: the paper's headline effect on a real model, in one headless command.
+
+Two parts:
+
+1. **Theory**: :func:`otelab.verify.verify` checks every identity of the paper numerically
+   (and, without ``--quick``, reproduces the toy collapse of Eq. 3 vs Eq. 4).
+2. **Practice**: sequential editing of the default model (SmolLM2-135M) with the built-in
+   fact bank, comparing pairs of editors on the *same* stream of edit batches: an
+   OTE-aligned editor against a misaligned one (:data:`DEFAULT_PAIRS`). After every
+   ``eval_every`` steps each run is scored on all edits so far (efficacy, paraphrase,
+   specificity against the unedited model), on held-out text (perplexity, top-1
+   agreement with the unedited model), on latent drift of subject states, and at the
+   start and end on general capability probes.
+
+The target values of each batch are optimised **once**, on the unedited model, and
+shared by every run (``--fresh-values`` optimises them per run on the edited model, as
+the seed code does, at several times the cost). The layers above the edited ones never
+change, so the hidden state that makes the model say the new object does not depend on
+earlier edits except through its starting point; sharing it isolates what the demo is
+about: the update rule. The residual ``V − W K`` is still taken against each run's own
+current weights.
+
+Outputs (``--out``, default ``runs/demo``): ``metrics.json`` (settings, verification,
+per-step metrics of every run, final summary, timings) and ``report.html`` (one
+self-contained page: plotly panels from :mod:`otelab.panels`, tables, the settings).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+# (aligned run, misaligned run) pairs: "method:mode". Chosen by measurement, see docs in
+# DEFAULT_NOTE and the settings in metrics.json.
+DEFAULT_PAIRS = (("alphaedit:memorize-full", "alphaedit:memorize-nullspace"),
+                 ("memit:aligned", "memit:naive"))
+PAIR_TITLES = {
+    ("alphaedit:memorize-full", "alphaedit:memorize-nullspace"):
+        "Table 1: memorize-the-latest, full rule (Eq. 4) vs null-space shortcut (Eq. 3)",
+    ("memit:aligned", "memit:naive"): "Tables 2/5: MEMIT, OTE-aligned vs naive (repeated one-time edit)",
+    ("alphaedit:aligned", "alphaedit:naive"): "Tables 2/5: AlphaEdit, OTE-aligned vs naive",
+    ("alphaedit:aligned", "alphaedit:memorize-nullspace"):
+        "Tables 2/5: AlphaEdit, OTE-aligned vs naive (for AlphaEdit the same update as Eq. 3)",
+    ("prune:aligned", "prune:no-ec"): "Table 5: PRUNE, with vs without Algorithm 1's error correction",
+    ("rect:aligned", "rect:no-ec"): "Table 5: RECT, with vs without Algorithm 1's error correction",
+}
+# direction of "better" for the summary's per-metric verdict
+HIGHER_BETTER = ("efficacy_all", "paraphrase_all", "specificity", "specificity_retained", "top1_agreement",
+                 "glue_mean")
+LOWER_BETTER = ("ppl", "latent_drift_unrelated", "neighbourhood_kl")
+# differences within these count as ties: scores in [0, 1] (one edit of 50 is 0.02), else relative
+TIE_ABS, TIE_REL = 0.02, 0.02
+SUMMARY_METRICS = ("efficacy_all", "paraphrase_all", "efficacy_latest", "specificity", "specificity_retained",
+                   "neighbourhood_kl", "ppl", "top1_agreement", "latent_drift_unrelated", "glue_mean", "delta_norm")
+
+
+@dataclass
+class DemoConfig:
+    """Everything that decides what the demo runs (all of it is written to metrics.json).
+
+    Attributes:
+        model: preset name or path (``None``: ``$OTELAB_MODEL`` or SmolLM2-135M).
+        data: ``"factbank"`` (built in) or ``"counterfact"`` (``$OTELAB_DATA_DIR`` or the Hugging Face Hub).
+        pairs: ``(aligned, misaligned)`` run specs ``"method:mode"``.
+        n_records: edits in the stream (the first fact-bank records).
+        batch_size: edits per step.
+        eval_every: score every this many steps (and always at the last step).
+        cov_tokens: tokens of the preserved covariance C0.
+        corpus: covariance corpus spec (``None``: the default Wikipedia corpus).
+        n_para, n_neigh: paraphrase / neighbourhood prompts scored per record.
+        glue_n: items per general-capability task (0: skip), scored at step 0 and at the end.
+        glue_every_eval: also score general capability at every checkpoint (slower).
+        n_texts, max_len: held-out texts for perplexity / top-1 agreement and their token limit.
+        latent_n: subject states tracked for latent drift (half edited, half unrelated).
+        umap: draw a UMAP of the subject states at the end (needs ``umap-learn``).
+        fresh_values: optimise values per run on the edited model instead of sharing them.
+        values_cache: a folder where the shared values are stored and reused, keyed by the
+            model's fingerprint, the preset, the context templates and the requests (``None``: no cache).
+        verify_quick: the small verification (no toy collapse).
+        skip_verify: leave the verification out.
+    """
+
+    model: Optional[str] = None
+    data: str = "factbank"
+    pairs: tuple = DEFAULT_PAIRS
+    n_records: int = 30
+    batch_size: int = 5
+    eval_every: int = 2
+    cov_tokens: int = 20_000
+    corpus: Optional[str] = None
+    n_para: int = 1
+    n_neigh: int = 2
+    glue_n: int = 20
+    n_texts: int = 8
+    max_len: int = 64
+    latent_n: int = 20
+    umap: bool = True
+    glue_every_eval: bool = False
+    fresh_values: bool = False
+    values_cache: Optional[str] = None
+    verify_quick: bool = False
+    skip_verify: bool = False
+
+    @classmethod
+    def quick(cls, **over: Any) -> "DemoConfig":
+        """The CI size: a 4-edit stream in batches of 2, tiny evaluation sets, the quick verification."""
+        from otelab.config import CI_COV_TOKENS
+
+        base = cls(n_records=4, batch_size=2, eval_every=1, cov_tokens=CI_COV_TOKENS, glue_n=4, n_texts=2,
+                   max_len=32, latent_n=6, umap=False, verify_quick=True)
+        return replace(base, **over)
+
+    def runs(self) -> list[str]:
+        """The distinct run specs, in pair order."""
+        return list(dict.fromkeys(s for p in self.pairs for s in p))
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first bad setting."""
+        from otelab.engine import METHODS, SESSION_MODES
+
+        for name in ("n_records", "batch_size", "eval_every", "cov_tokens", "max_len"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("n_para", "n_neigh", "glue_n", "n_texts", "latent_n"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if self.data not in ("factbank", "counterfact"):
+            raise ValueError(f"data must be 'factbank' or 'counterfact', got {self.data!r}")
+        if self.n_records % self.batch_size:
+            raise ValueError(f"n_records ({self.n_records}) must be a multiple of batch_size ({self.batch_size})")
+        if not self.pairs:
+            raise ValueError("pairs is empty: give at least one (aligned, misaligned) pair")
+        for p in self.pairs:
+            if len(p) != 2:
+                raise ValueError(f"pair {p!r} must hold two run specs 'method:mode'")
+            for spec in p:
+                method, _, mode = spec.partition(":")
+                if method not in METHODS or mode not in SESSION_MODES:
+                    raise ValueError(f"run spec {spec!r}: expected 'method:mode' with method in {METHODS} "
+                                     f"and mode in {SESSION_MODES}")
+
+
+def parse_pairs(text: str) -> tuple:
+    """``"memit:aligned/memit:naive,alphaedit:aligned/alphaedit:naive"`` -> pairs."""
+    pairs = []
+    for chunk in text.split(","):
+        parts = [s.strip() for s in chunk.split("/")]
+        if len(parts) != 2 or not all(parts):
+            raise argparse.ArgumentTypeError(f"{chunk!r}: a pair is 'method:mode/method:mode' (aligned/misaligned)")
+        pairs.append(tuple(parts))
+    return tuple(pairs)
+
+
+def run_label(spec: str) -> str:
+    """``"memit:naive"`` -> ``"MEMIT naive"`` (the workbench's naming)."""
+    from otelab.workbench import track_label
+
+    method, _, mode = spec.partition(":")
+    return track_label(method, mode)
+
+
+# --------------------------------------------------------------------------- data
+
+def _slim(record, n_para: int, n_neigh: int):
+    """A copy of a fact-bank record with fewer paraphrase / neighbourhood prompts (cheaper scoring)."""
+    r = copy.copy(record)
+    r.paraphrase_prompts = list(record.paraphrase_prompts[:n_para])
+    r.neighborhood_prompts = list(record.neighborhood_prompts[:n_neigh])
+    return r
+
+
+def load_demo_data(cfg: DemoConfig):
+    """The stream, evaluation sets and latent records (via :func:`otelab.workbench.load_data`).
+
+    Returns:
+        A :class:`otelab.workbench.WorkbenchData` whose stream records carry at most
+        ``n_para`` paraphrases and ``n_neigh`` neighbourhood prompts.
+    """
+    from otelab.workbench import Sizes, WorkbenchData, load_data
+
+    sizes = Sizes(n_records=cfg.n_records, batch_size=cfg.batch_size, glue_n=cfg.glue_n, n_texts=cfg.n_texts,
+                  max_len=cfg.max_len, latent_n=cfg.latent_n, cov_tokens=cfg.cov_tokens)
+    if cfg.data == "factbank":
+        data = load_data(sizes)
+    else:  # the same layout as the workbench's, from CounterFact
+        from otelab.cli_eval import held_out_texts
+        from otelab.data import load_counterfact, load_glue
+
+        n_edit = min(cfg.latent_n // 2, cfg.n_records)
+        records = load_counterfact(n=cfg.n_records + cfg.latent_n - n_edit)
+        if len(records) < cfg.n_records:
+            raise ValueError(f"CounterFact gave {len(records)} records, the stream needs {cfg.n_records}")
+        stream, unrelated = records[:cfg.n_records], records[cfg.n_records:]
+        data = WorkbenchData(stream=stream,
+                             glue={t: load_glue(t, n=cfg.glue_n) for t in sizes.glue_tasks} if cfg.glue_n else {},
+                             texts=held_out_texts(cfg.n_texts) if cfg.n_texts else [],
+                             latent_records=stream[:n_edit] + unrelated,
+                             latent_stream_index=list(range(n_edit)) + [None] * len(unrelated))
+    data.stream = [_slim(r, cfg.n_para, cfg.n_neigh) for r in data.stream]
+    return data
+
+
+# --------------------------------------------------------------------------- shared values, cached
+
+def _values_key(loaded, requests, templates) -> str:
+    """SHA-256 of everything a value optimisation depends on (model, preset, templates, requests)."""
+    import hashlib
+
+    spec = {"fingerprint": loaded.fingerprint, "preset": loaded.preset.to_dict(), "templates": list(templates),
+            "requests": [r.to_dict() for r in requests]}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:32]
+
+
+def save_cached_values(folder: str | Path, loaded, requests, templates, values) -> Path:
+    """Store a :class:`otelab.values.ValueResult` under its key (safetensors + JSON, atomically)."""
+    from safetensors.torch import save_file
+
+    from otelab.cache import atomic_write_bytes
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = _values_key(loaded, requests, templates)
+    path = folder / f"values-{key}.safetensors"
+    tmp = folder / f".{path.name}.tmp"
+    save_file({"z": values.z.detach().cpu().contiguous(), "z_init": values.z_init.detach().cpu().contiguous()},
+              str(tmp), metadata={"losses": json.dumps(values.losses), "steps": str(values.steps)})
+    tmp.replace(path)
+    atomic_write_bytes(folder / f"values-{key}.json", json.dumps([r.to_dict() for r in requests]).encode("utf-8"))
+    return path
+
+
+def load_cached_values(folder: str | Path, loaded, requests, templates):
+    """The cached :class:`otelab.values.ValueResult` of exactly these requests, or ``None``."""
+    from safetensors import safe_open
+
+    from otelab.values import ValueResult
+
+    path = Path(folder) / f"values-{_values_key(loaded, requests, templates)}.safetensors"
+    if not path.is_file():
+        return None
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        z, z_init = f.get_tensor("z"), f.get_tensor("z_init")
+    if tuple(z.shape) != (len(requests), loaded.adapter.d_out(loaded.model)):
+        return None
+    return ValueResult(z=z.to(loaded.device), z_init=z_init.to(loaded.device), losses=json.loads(meta["losses"]),
+                       steps=int(meta["steps"]))
+
+
+# --------------------------------------------------------------------------- one run
+
+@dataclass
+class RunResult:
+    """One editor's pass over the stream."""
+
+    spec: str
+    label: str
+    report: Any                                   # otelab.report.Report
+    latent_after: Any = None                      # [n_latent, d] at the last step, or None
+    step_seconds: list = field(default_factory=list)
+    eval_seconds: float = 0.0
+
+
+def run_stream(loaded, cov: dict, spec: str, data, baseline, step0: dict, cfg: DemoConfig,
+               values: Optional[list] = None, latent_layer: Optional[int] = None, bar=None) -> RunResult:
+    """Edit the whole stream with one editor, scoring at the checkpoints; the model is reset afterwards.
+
+    Arguments:
+        loaded: the unedited model (edited in place, restored bit for bit at the end).
+        cov: ``{layer: Ĉ0}``.
+        spec: ``"method:mode"``.
+        data: from :func:`load_demo_data`; baseline: the unedited model's :class:`otelab.metrics.Baseline`.
+        step0: the unedited model's metrics row (step 0 of the report).
+        values: per batch, a precomputed :class:`otelab.values.ValueResult` (None: optimised per step).
+        latent_layer: index into ``hidden_states`` (default: output of the last edited block).
+        bar: a tqdm bar advanced once per step.
+    Returns:
+        A :class:`RunResult`.
+    """
+    from otelab.engine import EditSession
+    from otelab.report import Report
+    from otelab.workbench import measure
+
+    method, _, mode = spec.partition(":")
+    label = run_label(spec)
+    latent_layer = max(loaded.layers) + 1 if latent_layer is None else latent_layer
+    B = cfg.batch_size
+    steps = cfg.n_records // B
+    session = EditSession(loaded, method, mode, cov=cov, progress=False, undo_depth=0)
+    report = Report(label, meta={"method": method, "mode": mode, "spec": spec})
+    report.add(0, step0)
+    out = RunResult(spec, label, report)
+    try:
+        for t in range(1, steps + 1):
+            batch = [r.request() for r in data.stream[(t - 1) * B:t * B]]
+            if bar is not None:
+                bar.set_postfix_str(f"{label}: step {t}/{steps}")
+            t0 = time.perf_counter()
+            session.step(batch, values=values[t - 1] if values is not None else None)
+            out.step_seconds.append(time.perf_counter() - t0)
+            if t % cfg.eval_every == 0 or t == steps:
+                t0 = time.perf_counter()
+                row, after = measure(loaded, session, data, baseline, t * B, B, latent_layer, glue=t == steps or cfg.glue_every_eval)
+                out.eval_seconds += time.perf_counter() - t0
+                report.add(t, row)
+                if t == steps:
+                    out.latent_after = after
+            if bar is not None:
+                bar.update(1)
+    finally:
+        session.reset()
+    return out
+
+
+# --------------------------------------------------------------------------- the whole demo
+
+def _verdict(a: dict, b: dict) -> dict:
+    """Per summary metric, which of the two final rows is better: ``aligned``, ``misaligned`` or ``tie``.
+
+    A difference counts only beyond :data:`TIE_ABS` for metrics in [0, 1] (HIGHER_BETTER)
+    and beyond :data:`TIE_REL` of the larger value for the others.
+    """
+    out = {}
+    for m in HIGHER_BETTER + LOWER_BETTER:
+        x, y = a.get(m), b.get(m)
+        if x is None or y is None or math.isnan(x) or math.isnan(y):
+            continue
+        sign = 1 if m in HIGHER_BETTER else -1
+        d = sign * (x - y)
+        tol = TIE_ABS if m in HIGHER_BETTER else TIE_REL * max(abs(x), abs(y))
+        out[m] = {"aligned": x, "misaligned": y, "better": "aligned" if d > tol else "misaligned" if d < -tol else "tie"}
+    return out
+
+
+def _final(report, label) -> dict:
+    return report.latest(label)
+
+
+def run_demo(cfg: DemoConfig, out: str | Path = "runs/demo", progress: bool = True) -> dict:
+    """Run the verification and the editing comparison; write ``metrics.json`` and ``report.html``.
+
+    Arguments:
+        cfg: the settings.
+        out: output folder (created).
+        progress: tqdm bars.
+    Returns:
+        The dict written to ``metrics.json``.
+    """
+    import platform
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from otelab.covariance import get_covariance
+    from otelab.metrics import Baseline
+    from otelab.models import load_model
+    from otelab.report import Report
+
+    cfg.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    verify_res = None
+    if not cfg.skip_verify:
+        from otelab.verify import verify
+
+        t0 = time.perf_counter()
+        print("[1/2] theory: checking every identity of the paper numerically"
+              + (" (quick)" if cfg.verify_quick else " and the toy collapse"), flush=True)
+        verify_res = verify(quick=cfg.verify_quick)
+        timings["verify"] = time.perf_counter() - t0
+        n_ok = sum(r["passed"] for r in verify_res["identities"])
+        print(f"      {n_ok}/{len(verify_res['identities'])} identities hold to {verify_res['tolerance']:g} "
+              f"({timings['verify']:.0f} s)", flush=True)
+
+    print("[2/2] practice: sequential editing on a real model", flush=True)
+    t0 = time.perf_counter()
+    loaded = load_model(cfg.model)
+    timings["model_load"] = time.perf_counter() - t0
+    layers = list(loaded.layers)
+    t0 = time.perf_counter()
+    cov = get_covariance(loaded, layers, corpus=cfg.corpus, n_tokens=cfg.cov_tokens, progress=progress)
+    timings["covariance"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    data = load_demo_data(cfg)
+    latent_layer = max(layers) + 1
+    baseline = Baseline.compute(loaded.model, loaded.tokenizer, data.stream, texts=data.texts or None,
+                                max_len=cfg.max_len, latent_layer=latent_layer if data.latent_records else None,
+                                latent_records=data.latent_records or None, show_progress=progress)
+    step0 = _step0(loaded, data, baseline)
+    timings["baseline"] = time.perf_counter() - t0
+
+    B, steps = cfg.batch_size, cfg.n_records // cfg.batch_size
+    values = None
+    if not cfg.fresh_values:
+        from otelab.keys import context_templates
+        from otelab.values import compute_values
+
+        t0 = time.perf_counter()
+        templates = context_templates(loaded)
+        values = []
+        for t in tqdm(range(steps), desc="target values (shared by all runs)", unit="batch", disable=not progress):
+            reqs = [r.request() for r in data.stream[t * B:(t + 1) * B]]
+            v = load_cached_values(cfg.values_cache, loaded, reqs, templates) if cfg.values_cache else None
+            if v is None:
+                v = compute_values(loaded, reqs, templates=templates)
+                if cfg.values_cache:
+                    save_cached_values(cfg.values_cache, loaded, reqs, templates, v)
+            values.append(v)
+        timings["values"] = time.perf_counter() - t0
+
+    results: dict[str, RunResult] = {}
+    specs = cfg.runs()
+    with tqdm(total=steps * len(specs), desc="sequential editing", unit="step", disable=not progress) as bar:
+        for spec in specs:
+            t0 = time.perf_counter()
+            results[spec] = run_stream(loaded, cov, spec, data, baseline, step0, cfg, values, latent_layer, bar)
+            timings[f"run {results[spec].label}"] = time.perf_counter() - t0
+
+    projection = None
+    if cfg.umap and baseline.latent is not None:
+        t0 = time.perf_counter()
+        projection = _projection(baseline, data, results, cfg)
+        timings["umap"] = time.perf_counter() - t0
+
+    combined = Report.combine(*(r.report for r in results.values()))
+    summary, pairs = [], []
+    for spec, r in results.items():
+        fin = _final(combined, r.label)
+        summary.append({"run": r.label, "spec": spec, **{m: fin.get(m) for m in SUMMARY_METRICS},
+                        "edit_s_per_step": sum(r.step_seconds) / max(1, len(r.step_seconds))})
+    for a, b in cfg.pairs:
+        fa, fb = _final(combined, results[a].label), _final(combined, results[b].label)
+        v = _verdict(fa, fb)
+        pairs.append({"title": PAIR_TITLES.get((a, b), f"{run_label(a)} vs {run_label(b)}"),
+                      "aligned": a, "misaligned": b, "metrics": v,
+                      "aligned_better": [m for m, d in v.items() if d["better"] == "aligned"],
+                      "misaligned_better": [m for m, d in v.items() if d["better"] == "misaligned"]})
+    timings["total"] = time.perf_counter() - t_all
+
+    settings = {**asdict(cfg), "pairs": [list(p) for p in cfg.pairs], "model_resolved": loaded.preset.name,
+                "layers": layers, "preset": loaded.preset.to_dict(), "fingerprint": loaded.fingerprint,
+                "n_steps": steps, "latent_layer": latent_layer, "values": "optimised once per batch on the "
+                "unedited model, shared by all runs" if values is not None else "optimised per run and step",
+                "glue_tasks": sorted(data.glue), "n_latent_records": len(data.latent_records),
+                "torch": torch.__version__, "python": platform.python_version(),
+                "threads": torch.get_num_threads(), "device": str(loaded.device)}
+    metrics = {"format": "otelab-demo/1", "settings": settings, "verify": verify_res, "summary": summary,
+               "pairs": pairs, "runs": {spec: {"label": r.label, "step_seconds": r.step_seconds,
+                                               "eval_seconds": r.eval_seconds, "final": _final(combined, r.label)}
+                                        for spec, r in results.items()},
+               "report": json.loads(combined.to_json()), "timings": timings}
+    from otelab.cache import atomic_write_bytes
+
+    atomic_write_bytes(out / "metrics.json", json.dumps(metrics, indent=1, default=_json_default).encode("utf-8"))
+    from otelab import html_report
+
+    html_report.write(out / "report.html", "otelab demo: aligned vs misaligned sequential editing",
+                      build_sections(metrics, combined, results, projection),
+                      subtitle=_subtitle(settings), settings=settings)
+    return metrics
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def _step0(loaded, data, baseline) -> dict:
+    """The unedited model's row: scored on the whole stream (efficacy is then the floor)."""
+    from otelab.metrics import edit_scores
+    from otelab.workbench import glue_row
+
+    res = edit_scores(loaded.model, loaded.tokenizer, data.stream, baseline=baseline, show_progress=False)
+    row = {"edits": 0.0, "efficacy_all": res["efficacy"], "paraphrase_all": res["paraphrase"],
+           "specificity": res["specificity"], "specificity_retained": res["specificity_retained"],
+           "neighbourhood_kl": res["neighbourhood_kl"], "delta_norm": 0.0}
+    if baseline.lm is not None:
+        row.update(ppl=baseline.lm.ppl, ppl_unedited=baseline.lm.ppl, top1_agreement=1.0)
+    if baseline.latent is not None:
+        row.update(latent_drift=0.0, latent_drift_edited=0.0, latent_drift_unrelated=0.0)
+    row.update(glue_row(loaded, data.glue))
+    return row
+
+
+def _projection(baseline, data, results: dict, cfg: DemoConfig):
+    """One UMAP fit on the unedited and every run's final subject states."""
+    import numpy as np
+    import torch
+
+    from otelab.drift import umap_2d
+    from otelab.workbench import LatentProjection
+
+    runs = [r for r in results.values() if r.latent_after is not None]
+    if not runs:
+        return None
+    before = baseline.latent.states
+    eb, ea = umap_2d(before, torch.cat([r.latent_after for r in runs]), seed=0)
+    n = before.shape[0]
+    ea = np.asarray(ea)
+    return LatentProjection(step=cfg.n_records // cfg.batch_size, before=np.asarray(eb),
+                            after={r.label: ea[i * n:(i + 1) * n] for i, r in enumerate(runs)},
+                            edited=[i is not None for i in data.latent_stream_index],
+                            names=[getattr(r, "subject", str(i)) for i, r in enumerate(data.latent_records)])
+
+
+# --------------------------------------------------------------------------- report
+
+def _subtitle(settings: dict) -> str:
+    src = "fact-bank" if settings["data"] == "factbank" else "CounterFact"
+    return (f"{settings['model_resolved']} (layers {settings['layers']}), {settings['n_records']} {src} edits "
+            f"in {settings['n_steps']} batches of {settings['batch_size']}, C0 from {settings['cov_tokens']:,} tokens")
+
+
+def _delta_figure(report):
+    """‖W − W0‖ (summed over edited layers) vs step, one line per run."""
+    import plotly.graph_objects as go
+
+    from otelab.panels import DASHES, PALETTE
+
+    fig = go.Figure()
+    df = report.to_frame()
+    df = df[df["metric"] == "delta_norm"]
+    for i, (label, g) in enumerate(df.groupby("label", sort=False)):
+        fig.add_scatter(x=g["step"], y=g["value"], mode="lines+markers", name=str(label),
+                        line=dict(color=PALETTE[i % len(PALETTE)], dash=DASHES[i % len(DASHES)]))
+    fig.update_layout(title=dict(text="Total weight change ‖W − W0‖_F (sum over edited layers)", x=0.01,
+                                 font=dict(size=14)), template="plotly_white", height=340,
+                      margin=dict(l=55, r=15, t=45, b=40), xaxis_title="step", yaxis_title="‖W − W0‖_F")
+    return fig
+
+
+def _toy_figure(toy: dict):
+    """The toy collapse of ``otelab verify``: preserved error of Eq. 3 vs Eq. 4."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_scatter(x=toy["steps"], y=toy["nullspace_at_steps"], mode="lines+markers", name="Eq. 3 (null-space)",
+                    line=dict(color="#d62728"))
+    fig.add_scatter(x=toy["steps"], y=toy["full_at_steps"], mode="lines+markers", name="Eq. 4 (full)",
+                    line=dict(color="#1f77b4"))
+    fig.update_layout(title=dict(text="Toy collapse: preserved error ‖W_t K0 − V0‖/‖V0‖", x=0.01, font=dict(size=14)),
+                      template="plotly_white", height=320, margin=dict(l=55, r=15, t=45, b=40),
+                      xaxis_title="step", yaxis_title="preserved error")
+    return fig
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def pair_sentence(p: dict) -> str:
+    """One line with the final numbers of a pair on the key metrics (no adjectives added)."""
+    keys = [m for m in ("efficacy_all", "specificity", "ppl", "top1_agreement", "latent_drift_unrelated", "glue_mean")
+            if m in p["metrics"]]
+    nums = "; ".join(f"{m} {_fmt(p['metrics'][m]['aligned'])} vs {_fmt(p['metrics'][m]['misaligned'])}" for m in keys)
+    ab, mb = p["aligned_better"], p["misaligned_better"]
+    return (f"{run_label(p['aligned'])} vs {run_label(p['misaligned'])}: {nums}. Of {len(p['metrics'])} metrics, "
+            f"aligned better on {len(ab)}" + (f" ({', '.join(ab)})" if ab else "")
+            + f", misaligned better on {len(mb)}" + (f" ({', '.join(mb)})" if mb else "")
+            + f", the rest within tolerance ({TIE_ABS} for scores, {TIE_REL:.0%} relative otherwise).")
+
+
+def build_sections(metrics: dict, combined, results: dict, projection=None) -> list[tuple]:
+    """The report's sections: summary, verification, then per pair the four panels and ‖W − W0‖."""
+    import html as _html
+
+    from otelab import panels
+    from otelab.report import Report
+
+    s = metrics["settings"]
+    secs: list[tuple] = []
+    intro = ("<p>Every edit batch is applied by each editor in turn to the same unedited model; metrics compare "
+             "the edited model with the unedited one. <b>Aligned</b> editors carry what the paper's OTE objective "
+             "needs from step to step; <b>misaligned</b> ones drop it (the naive rule forgets earlier edits' keys; "
+             "Eq. 3 drops the pull-back term S(C0P + λI)).</p><ul>"
+             + "".join(f"<li>{_html.escape(pair_sentence(p))}</li>" for p in metrics["pairs"]) + "</ul>")
+    secs.append(("text", "What was run and what it shows", intro, ""))
+    secs.append(("table", "Summary: final metrics of every run", metrics["summary"],
+                 f"After {s['n_records']} edits ({s['n_steps']} steps of {s['batch_size']}). efficacy / paraphrase "
+                 f"over all edits so far; specificity on {s['n_neigh']} neighbourhood prompt(s) per edit; ppl and "
+                 f"top-1 agreement on {s['n_texts']} held-out texts ({s['max_len']} tokens); latent drift 1 − cos "
+                 f"of unrelated subjects' states; glue_mean: mean accuracy over {', '.join(s['glue_tasks']) or 'no'} "
+                 f"probes ({s['glue_n']} items each); delta_norm Σ‖W − W0‖_F."))
+    v = metrics.get("verify")
+    if v is not None:
+        rows = [{"identity": r["name"], "paper": r["ref"], "max rel. residual": r["max_rel_residual"],
+                 "passed": r["passed"]} for r in v["identities"]]
+        secs.append(("table", "Theory: every identity, checked numerically", rows,
+                     f"Largest relative residual over random problems and steps; passes below {v['tolerance']:g}."))
+        neg = [{"rule": r["name"], "paper": r["ref"],
+                **{f"t={t}": d for t, d in zip(r["steps"], r["ote_distance"])}} for r in v["negatives"]]
+        secs.append(("table", "Theory: rules expected to leave the OTE path", neg,
+                     "Distance from the OTE path ‖W_t − W_OTE,t‖/‖W_OTE,t − W0‖ at a few steps."))
+        if v.get("toy_collapse"):
+            secs.append(("figure", "Theory: the toy collapse (Eq. 3 vs Eq. 4)", _toy_figure(v["toy_collapse"]),
+                         "The synthetic OLS world of notebook 01."))
+    for p in metrics["pairs"]:
+        la, lb = results[p["aligned"]].label, results[p["misaligned"]].label
+        rep = Report.combine(results[p["aligned"]].report, results[p["misaligned"]].report)
+        proj = None
+        if projection is not None:
+            proj = copy.copy(projection)
+            proj.after = {k: x for k, x in projection.after.items() if k in (la, lb)}
+        figs = panels.all_panels(rep, proj)
+        head = f"{p['title']} — solid: {la}, dashed: {lb}"
+        secs.append(("figure", f"{head}: edit metrics", figs["edit"], _html.escape(pair_sentence(p))))
+        secs.append(("figure", f"{head}: general capability", figs["capability"],
+                     "Probe accuracy before editing (step 0) and after the last step."))
+        secs.append(("figure", f"{head}: language-model drift", figs["lm"], ""))
+        secs.append(("figure", f"{head}: latent drift", figs["latent"],
+                     "States at the output of the last edited block, subject's last token."
+                     + ("" if proj is not None else " (UMAP not drawn in this run.)")))
+        secs.append(("figure", f"{head}: weight change", _delta_figure(rep), ""))
+    timing_rows = [{"phase": k, "seconds": v} for k, v in metrics["timings"].items()]
+    secs.append(("table", "Timings", timing_rows, "Wall-clock seconds on this machine."))
+    return secs
+
+
+# --------------------------------------------------------------------------- CLI
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``otelab demo``."""
+    d = DemoConfig()
+    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    parser.add_argument("--model", default=None, help="preset, HF id or path (default: $OTELAB_MODEL or smollm2-135m)")
+    parser.add_argument("--quick", action="store_true",
+                        help="CI size: 4 edits in batches of 2, tiny evaluation sets, quick verification "
+                             "(also when $OTELAB_CI_SIZE is set)")
+    parser.add_argument("--data", default=None, choices=["factbank", "counterfact"],
+                        help="the edit stream: the built-in fact bank (default) or CounterFact ($OTELAB_DATA_DIR / HF Hub)")
+    parser.add_argument("--pairs", type=parse_pairs, default=None, metavar="A/B,...",
+                        help="aligned/misaligned run pairs as method:mode/method:mode, comma-separated (default: "
+                             + ",".join("/".join(p) for p in DEFAULT_PAIRS) + ")")
+    parser.add_argument("--n", type=int, default=None, help=f"edits in the stream (default {d.n_records})")
+    parser.add_argument("--batch", type=int, default=None, help=f"edits per step (default {d.batch_size})")
+    parser.add_argument("--eval-every", type=int, default=None, help=f"score every N steps (default {d.eval_every})")
+    parser.add_argument("--cov-tokens", type=int, default=None, help=f"tokens of C0 (default {d.cov_tokens})")
+    parser.add_argument("--corpus", default=None, help="covariance corpus: 'wiki' (default), 'wikitext' or a path")
+    parser.add_argument("--glue-n", type=int, default=None, help=f"items per probe task, 0 to skip (default {d.glue_n})")
+    parser.add_argument("--glue-every-eval", action="store_true",
+                        help="score general capability at every checkpoint, not only at the start and the end")
+    parser.add_argument("--values-cache", default=None, metavar="DIR",
+                        help="store and reuse the shared target values in DIR (keyed by model, preset and requests)")
+    parser.add_argument("--fresh-values", action="store_true",
+                        help="optimise target values per run on the edited model (seed-code style, slower)")
+    parser.add_argument("--no-umap", action="store_true", help="skip the UMAP picture of subject states")
+    parser.add_argument("--skip-verify", action="store_true", help="leave out the theory verification")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> DemoConfig:
+    """The :class:`DemoConfig` of parsed command-line options."""
+    from otelab.config import ci_size
+
+    over = {k: v for k, v in dict(model=args.model, data=args.data, pairs=args.pairs, n_records=args.n, batch_size=args.batch,
+                                  eval_every=args.eval_every, cov_tokens=args.cov_tokens, corpus=args.corpus,
+                                  glue_n=args.glue_n, values_cache=args.values_cache).items() if v is not None}
+    if args.fresh_values:
+        over["fresh_values"] = True
+    if args.glue_every_eval:
+        over["glue_every_eval"] = True
+    if args.no_umap:
+        over["umap"] = False
+    if args.skip_verify:
+        over["skip_verify"] = True
+    return DemoConfig.quick(**over) if (args.quick or ci_size()) else replace(DemoConfig(), **over)
+
+
+def format_summary(metrics: dict) -> str:
+    """The printed summary: final metrics per run, then one line per pair."""
+    from otelab.tables import format_table
+
+    cols = ["run", "efficacy_all", "paraphrase_all", "specificity", "ppl", "top1_agreement",
+            "latent_drift_unrelated", "glue_mean", "delta_norm", "edit_s_per_step"]
+    lines = [format_table(metrics["summary"], cols), ""]
+    lines += ["- " + pair_sentence(p) for p in metrics["pairs"]]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``otelab demo``; exit status 1 if an identity of the verification fails."""
+    try:
+        cfg = config_from_args(args)
+        cfg.check()
+    except ValueError as err:
+        raise SystemExit(f"otelab demo: {err}")
+    metrics = run_demo(cfg, args.out, progress=not args.no_progress)
+    print()
+    print(format_summary(metrics))
+    out = Path(args.out)
+    print(f"\nwrote {out / 'metrics.json'} and {out / 'report.html'} ({metrics['timings']['total']:.0f} s in all)")
+    v = metrics.get("verify")
+    return 0 if v is None or v["passed"] else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m otelab.demo``."""
+    parser = argparse.ArgumentParser(prog="otelab demo", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

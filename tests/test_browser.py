@@ -1,0 +1,185 @@
+"""Notebook 06 in a real browser: JupyterLab on localhost, driven by Playwright with Debian's chromium.
+
+Runs every cell of notebook 06 at CI size (a copy, in a temporary root: autosave never
+touches the repository), waits for the workbench widget to render, clicks its Step button
+and checks, in the DOM, that the edit-metrics plot gained points. A screenshot goes to
+``artifacts/`` at the repository root.
+
+Skipped when chromium or playwright is missing, except under CI (``$CI`` set), where
+that is a failure.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = "06_sequential_editing_workbench.ipynb"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SERVER_START_S = 90
+PAGE_LOAD_S = 120
+RUN_ALL_S = 1500         # every cell of notebook 06 at CI size (SmolLM2 on two CPU cores)
+STEP_S = 600             # one more step of both sessions, clicked in the page
+EDIT_POINTS = ".scatterlayer .trace .points path"
+
+
+def _missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install playwright)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser_ready():
+    why = _missing()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser test cannot run in CI: {why}")
+        pytest.skip(why)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_server(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"JupyterLab did not answer {url} within {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
+
+
+def _isolated_env(tmp: Path) -> dict:
+    """The server's environment: its own config, settings, runtime and IPython dirs; CI size."""
+    env = dict(os.environ)
+    for name, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
+                      ("JUPYTERLAB_SETTINGS_DIR", "settings"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
+                      ("IPYTHONDIR", "ipython")):
+        (tmp / sub).mkdir(parents=True, exist_ok=True)
+        env[name] = str(tmp / sub)
+    # no "would you like news?" toast over the page
+    notif = tmp / "settings" / "@jupyterlab" / "apputils-extension"
+    notif.mkdir(parents=True, exist_ok=True)
+    (notif / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
+                                                                         "checkForUpdates": False}))
+    env["OTELAB_CI_SIZE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    if "OTELAB_DATA_DIR" not in env and (ROOT.parent / "shared" / "data").is_dir():
+        env["OTELAB_DATA_DIR"] = str(ROOT.parent / "shared" / "data")
+    return env
+
+
+def _edit_plot_points(page) -> int:
+    """Plotly marker paths in the first plot of the workbench (the edit-metrics panel)."""
+    return page.evaluate("""(sel) => {
+        const plots = document.querySelectorAll('.jp-OutputArea .js-plotly-plot');
+        return plots.length ? plots[0].querySelectorAll(sel).length : -1;
+    }""", EDIT_POINTS)
+
+
+def test_notebook_06_workbench_steps_in_a_real_browser(browser_ready, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    t_start = time.monotonic()
+    work = tmp_path / "root"
+    work.mkdir()
+    shutil.copy(ROOT / "notebooks" / NOTEBOOK, work / NOTEBOOK)
+    env = _isolated_env(tmp_path)
+    port, token = _free_port(), secrets.token_hex(16)
+    log = tmp_path / "jupyter.log"
+    artifacts = ROOT / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--ServerApp.port_retries=0",
+           "--ServerApp.terminals_enabled=False", "--allow-root"]   # CI containers run as root
+    with open(log, "w") as logf:
+        server = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=work)
+    try:
+        _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", server, log)
+        with sync_playwright() as p:
+            ctx = p.chromium.launch_persistent_context(
+                str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+                viewport={"width": 1600, "height": 1300})
+            try:
+                page = ctx.new_page()
+                page.set_default_timeout(60_000)
+                page.goto(f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK}?reset&token={token}",
+                          timeout=PAGE_LOAD_S * 1000)
+                page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=PAGE_LOAD_S * 1000)
+                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",  # kernel is up
+                                       state="attached", timeout=PAGE_LOAD_S * 1000)
+                page.keyboard.press("Control+b")   # hide the file browser: more room for the widget
+                page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+                page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+                t_run = time.monotonic()
+                # every code cell has run: no "[*]" / "[ ]" prompt left, and the last one has a number
+                page.wait_for_function("""() => {
+                    const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
+                        .map(e => e.textContent.trim());
+                    return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:$/.test(t));
+                }""", timeout=RUN_ALL_S * 1000, polling=2000)
+                run_all_s = time.monotonic() - t_run
+                errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+                                      has_text="Traceback")
+                assert errors.count() == 0, errors.first.inner_text()
+                step = page.locator(".jp-OutputArea .widget-button", has_text=re.compile(r"^\s*Step\s*$"))
+                step.wait_for(state="visible", timeout=60_000)
+                page.wait_for_function("() => document.querySelectorAll('.jp-OutputArea .js-plotly-plot').length >= 4",
+                                       timeout=60_000)
+                before = _edit_plot_points(page)
+                assert before > 0, "the edit-metrics plot shows no points after Run All"
+                step.scroll_into_view_if_needed()
+                t_step = time.monotonic()
+                step.click()
+                page.wait_for_function(
+                    f"(n) => {{ const p = document.querySelectorAll('.jp-OutputArea .js-plotly-plot');"
+                    f" return p.length && p[0].querySelectorAll('{EDIT_POINTS}').length > n; }}",
+                    arg=before, timeout=STEP_S * 1000, polling=1000)
+                step_s = time.monotonic() - t_step
+                after = _edit_plot_points(page)
+                # every curve (2 sessions × 5 edit metrics) gains exactly one point
+                assert after - before == 10, (before, after)
+                page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea .widget-html')]"
+                                       ".some(e => /step 2 done/.test(e.textContent))", timeout=60_000)
+                page.locator(".jp-OutputArea .js-plotly-plot").first.scroll_into_view_if_needed()
+                page.screenshot(path=str(artifacts / "browser_workbench.png"))
+                print(f"\nrun all {run_all_s:.0f} s, browser step {step_s:.0f} s, "
+                      f"total {time.monotonic() - t_start:.0f} s; points {before} -> {after}")
+            finally:
+                ctx.close()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=30)

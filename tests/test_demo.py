@@ -1,0 +1,146 @@
+"""``otelab demo`` and its HTML report: end to end at CI size, plus the pieces."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from otelab import demo, html_report
+
+PANELS = ("edit metrics", "general capability", "language-model drift", "latent drift", "weight change")
+TEXTS = ["The river flows through the old town and past the mill before it reaches the sea. " * 3,
+         "Many birds spend the winter in warmer regions and return north in the spring to breed. " * 3]
+
+
+@pytest.fixture
+def offline_texts(monkeypatch):
+    """Held-out texts without any download (the demo reads them through otelab.cli_eval)."""
+    import otelab.cli_eval
+
+    monkeypatch.setattr(otelab.cli_eval, "held_out_texts", lambda n, min_chars=200: TEXTS[:n])
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(f"Paragraph {i}: the town of Ashford lies on a river; its market sells bread, "
+                                f"cheese and wool to visitors from the north." for i in range(80)))
+    return str(path)
+
+
+def _run(tmp_path, *extra):
+    out = tmp_path / "demo"
+    rc = demo.main(["--quick", "--out", str(out), "--no-progress", *extra])
+    return rc, json.loads((out / "metrics.json").read_text()), (out / "report.html").read_text()
+
+
+def test_demo_quick_tiny_writes_metrics_and_report(tmp_path, offline_texts, corpus_file, capsys):
+    rc, m, page = _run(tmp_path, "--model", "tiny-llama", "--corpus", corpus_file, "--cov-tokens", "1500")
+    assert rc == 0
+    assert m["format"] == "otelab-demo/1"
+    for key in ("settings", "verify", "summary", "pairs", "runs", "report", "timings"):
+        assert key in m, key
+    s = m["settings"]
+    assert (s["n_records"], s["batch_size"], s["n_steps"]) == (4, 2, 2)
+    assert s["pairs"] == [list(p) for p in demo.DEFAULT_PAIRS]
+    assert all(r["passed"] for r in m["verify"]["identities"])
+    specs = demo.DemoConfig().runs()
+    assert set(m["runs"]) == set(specs)
+    assert [r["spec"] for r in m["summary"]] == specs
+    for spec, r in m["runs"].items():
+        assert len(r["step_seconds"]) == 2
+        assert r["final"]["edits"] == 4.0
+        assert r["final"]["delta_norm"] > 0          # the run really edited the model
+    # every run has step 0 (unedited) and the last step in the per-step report
+    rows = m["report"]["rows"]
+    for spec in specs:
+        steps = {row["step"] for row in rows if row["label"] == demo.run_label(spec) and row["metric"] == "efficacy_all"}
+        assert steps == {0, 1, 2}
+    for p in m["pairs"]:
+        assert set(p["aligned_better"]).isdisjoint(p["misaligned_better"])
+        assert {d["better"] for d in p["metrics"].values()} <= {"aligned", "misaligned", "tie"}
+    # the page: every panel of every pair, the verification, the settings, plotly.js inline once
+    for a, b in demo.DEFAULT_PAIRS:
+        title = demo.PAIR_TITLES[(a, b)]
+        for panel in PANELS:
+            assert f"{title} — solid: {demo.run_label(a)}, dashed: {demo.run_label(b)}: {panel}" in page, panel
+    assert "Theory: every identity, checked numerically" in page
+    assert "Settings used" in page and "&quot;n_records&quot;: 4" in page and "tiny-llama" in page
+    n_panels = len(re.findall(r"<div class='panel'", page))
+    assert n_panels == len(demo.DEFAULT_PAIRS) * len(PANELS)
+    assert page.count("Plotly.newPlot") == n_panels
+    # plotly.js is inline (its own source mentions the CDN as a config default, so look for a script tag)
+    assert not re.search(r"<script[^>]*\ssrc=", page)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_run_stream_restores_the_model(tmp_path, offline_texts, corpus_file):
+    from otelab.covariance import get_covariance
+    from otelab.metrics import Baseline
+    from otelab.models import load_model
+
+    cfg = demo.DemoConfig.quick(model="tiny-llama", glue_n=0, n_texts=0, latent_n=0)
+    lm = load_model("tiny-llama")
+    W0 = {l: lm.adapter.get_W(lm.model, l).clone() for l in lm.layers}
+    cov = get_covariance(lm, list(lm.layers), corpus=corpus_file, n_tokens=1500, progress=False,
+                         directory=tmp_path / "cov")
+    data = demo.load_demo_data(cfg)
+    base = Baseline.compute(lm.model, lm.tokenizer, data.stream, show_progress=False)
+    res = demo.run_stream(lm, cov, "memit:naive", data, base, {"edits": 0.0}, cfg)
+    assert res.report.latest()["delta_norm"] > 0
+    assert len(res.step_seconds) == 2
+    for l in lm.layers:
+        assert torch.equal(lm.adapter.get_W(lm.model, l), W0[l])
+
+
+def test_bad_settings_name_the_field():
+    with pytest.raises(ValueError, match="n_records"):
+        demo.DemoConfig(n_records=7, batch_size=2).check()
+    with pytest.raises(ValueError, match="bogus:aligned"):
+        demo.DemoConfig(pairs=(("bogus:aligned", "memit:naive"),)).check()
+    with pytest.raises(Exception, match="a pair is"):
+        demo.parse_pairs("memit:aligned")
+    assert demo.parse_pairs("memit:aligned/memit:naive, alphaedit:aligned/alphaedit:naive") == (
+        ("memit:aligned", "memit:naive"), ("alphaedit:aligned", "alphaedit:naive"))
+
+
+def test_verdict_respects_direction_and_tolerance():
+    v = demo._verdict({"efficacy_all": 0.9, "ppl": 10.0, "top1_agreement": 0.95},
+                      {"efficacy_all": 0.5, "ppl": 12.0, "top1_agreement": 0.94})
+    assert v["efficacy_all"]["better"] == "aligned"
+    assert v["ppl"]["better"] == "aligned"              # lower perplexity is better
+    assert v["top1_agreement"]["better"] == "tie"       # 0.01 is within TIE_ABS
+    assert demo._verdict({"ppl": 12.0}, {"ppl": 10.0})["ppl"]["better"] == "misaligned"
+
+
+def test_html_report_escapes_and_inlines_plotly_once(tmp_path):
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[1, 0]))
+    path = html_report.write(tmp_path / "r.html", "a <title>", [
+        ("figure", "one", fig, ""), ("figure", "two", fig, "cap"),
+        ("table", "rows", [{"name": "<b>x</b>", "value": 0.5}], ""), ("pre", "log", "a < b", "")],
+        settings={"n": 3, "pairs": [["a", "b"]]})
+    page = path.read_text()
+    assert page.count("Plotly.newPlot") == 2
+    assert len(re.findall(r"plotly\.js v\d", page)) == 1        # the library's banner: embedded once
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "a &lt; b" in page and "a &lt;title&gt;" in page
+    assert "Settings used" in page and "[[&quot;a&quot;, &quot;b&quot;]]" in page
+    with pytest.raises(ValueError, match="kind 'plot'"):
+        html_report.render("t", [("plot", "x", fig, "")])
+    with pytest.raises(ValueError, match="needs a plotly figure"):
+        html_report.render("t", [("figure", "x", "not a figure", "")])
+
+
+@pytest.mark.slow
+def test_demo_quick_smollm2(tmp_path):
+    """The real model at CI size: the pipeline runs and every edit of the stream is applied."""
+    rc, m, page = _run(tmp_path, "--skip-verify", "--no-umap")
+    assert rc == 0 and m["verify"] is None
+    assert m["settings"]["model_resolved"] == "smollm2-135m"
+    for r in m["runs"].values():
+        assert r["final"]["delta_norm"] > 0
+        assert 0.0 <= r["final"]["efficacy_all"] <= 1.0
+    assert all(f": {p}" in page for p in PANELS)
