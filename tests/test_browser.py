@@ -1,6 +1,6 @@
 """Notebook 06 in a real browser: JupyterLab on localhost, driven by Playwright with Debian's chromium.
 
-Runs every cell of notebook 06 at CI size (a copy, in a temporary root: autosave never
+Runs every cell of notebook 06 at CI size (a copy without outputs, in a temporary root: autosave never
 touches the repository), waits for the workbench widget to render, clicks its Step button
 and checks, in the DOM, that the edit-metrics plot gained points. A screenshot goes to
 ``artifacts/`` at the repository root.
@@ -14,7 +14,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -98,6 +97,19 @@ def _isolated_env(tmp: Path) -> dict:
     return env
 
 
+def _copy_without_outputs(src: Path, dst: Path) -> None:
+    """Copy a notebook with its outputs and prompt numbers cleared.
+
+    The committed outputs carry execution counts and no widget state: left in, every prompt
+    would read "[n]:" before anything ran, and no Step button would exist until its cell runs.
+    """
+    nb = json.loads(src.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    dst.write_text(json.dumps(nb))
+
+
 def _edit_plot_points(page) -> int:
     """Plotly marker paths in the first plot of the workbench (the edit-metrics panel)."""
     return page.evaluate("""(sel) => {
@@ -112,7 +124,7 @@ def test_notebook_06_workbench_steps_in_a_real_browser(browser_ready, tmp_path):
     t_start = time.monotonic()
     work = tmp_path / "root"
     work.mkdir()
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, work / NOTEBOOK)
+    _copy_without_outputs(ROOT / "notebooks" / NOTEBOOK, work / NOTEBOOK)
     env = _isolated_env(tmp_path)
     port, token = _free_port(), secrets.token_hex(16)
     log = tmp_path / "jupyter.log"

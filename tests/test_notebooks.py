@@ -1,0 +1,29 @@
+"""Static checks of the notebooks (their execution is nbval's job, under ``notebooks/``)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+MARKER = re.compile(r"^\s*#.*\bNBVAL_[A-Z_]+")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_nbval_markers_are_exact_and_explained(path):
+    # nbval honours a marker only when the comment is exactly "# NBVAL_...": text after it on the
+    # same line silently disables it. The reason goes on the next comment line.
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        lines = "".join(cell["source"]).splitlines()
+        for j, line in enumerate(lines):
+            if MARKER.match(line):
+                assert re.fullmatch(r"\s*#\s*NBVAL_[A-Z_]+\s*", line), f"cell {i}: {line!r} has text after the marker"
+                nxt = lines[j + 1] if j + 1 < len(lines) else ""
+                assert nxt.lstrip().startswith("# reason:"), f"cell {i}: {line.strip()} needs a '# reason:' line"
+
+
+def test_notebooks_are_numbered_without_gaps():
+    numbers = [int(p.name[:2]) for p in NOTEBOOKS]
+    assert numbers == list(range(1, len(numbers) + 1)), numbers
