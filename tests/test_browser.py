@@ -110,6 +110,30 @@ def _copy_without_outputs(src: Path, dst: Path) -> None:
     dst.write_text(json.dumps(nb))
 
 
+def _run_all_cells(page, attempts: int = 3) -> None:
+    """Run > Run All Cells, until a cell is seen running.
+
+    A click that lands while the menu is still opening, or before the notebook's commands are
+    enabled, is silently lost; so the click is checked and repeated.
+    """
+    started = """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
+        .some(e => /^\\[(\\*|\\d+)\\]:$/.test(e.textContent.trim()))"""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(attempts):
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        item = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
+        item.wait_for(state="visible")
+        page.wait_for_timeout(500)
+        item.click()
+        try:
+            page.wait_for_function(started, timeout=15_000, polling=500)
+            return
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    raise AssertionError(f"Run All Cells did not start any cell after {attempts} attempts")
+
+
 def _edit_plot_points(page) -> int:
     """Plotly marker paths in the first plot of the workbench (the edit-metrics panel)."""
     return page.evaluate("""(sel) => {
@@ -150,8 +174,7 @@ def test_notebook_06_workbench_steps_in_a_real_browser(browser_ready, tmp_path):
                 page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",  # kernel is up
                                        state="attached", timeout=PAGE_LOAD_S * 1000)
                 page.keyboard.press("Control+b")   # hide the file browser: more room for the widget
-                page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-                page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+                _run_all_cells(page)
                 t_run = time.monotonic()
                 # every code cell has run: no "[*]" / "[ ]" prompt left, and the last one has a number
                 page.wait_for_function("""() => {
