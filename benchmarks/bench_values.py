@@ -1,11 +1,13 @@
-"""Benchmark: MEMIT's value optimisation, batched with the lower layers cached vs one request at a time.
+"""Benchmark: MEMIT's value optimisation, batched with the unchanging work cached vs one request at a time.
 
 Both sides optimise the same requests with the same preset on the same model:
 
-- **batched**: one call of ``compute_values(loaded, requests, cache_lower=True)`` on all
-  requests: the layers up to the edited one run once, each step runs only the layers
-  above and unembeds only the positions the loss reads;
-- **one at a time**: ``compute_values(loaded, [r], cache_lower=False)`` per request, the
+- **batched**: one call of ``compute_values(loaded, requests, cached=True)`` on all
+  requests: the layers up to the edited one run once; so do the tokens before each
+  subject's last one in the layers above (causal attention cannot carry δ back to them,
+  :class:`otelab.forward.SuffixForward`). Each step runs only the suffixes, packed several
+  rows to a sequence, and unembeds only the positions the loss reads;
+- **one at a time**: ``compute_values(loaded, [r], cached=False)`` per request, the
   seed code's way: every step runs the full forward and the full logits.
 
 Early stopping is switched off on both sides (``--early-stop`` keeps it) so both do the
@@ -48,13 +50,13 @@ def main(argv=None) -> int:
     templates = context_templates(lm)       # generated once, outside the timings
 
     t0 = time.perf_counter()
-    batched = V.compute_values(lm, reqs, templates=templates, cache_lower=True)
+    batched = V.compute_values(lm, reqs, templates=templates, cached=True)
     t_batched = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     single_steps = []
     for r in reqs:
-        single_steps.append(V.compute_values(lm, [r], templates=templates, cache_lower=False).steps)
+        single_steps.append(V.compute_values(lm, [r], templates=templates, cached=False).steps)
     t_single = time.perf_counter() - t0
 
     rps_b, rps_s = len(reqs) / t_batched, len(reqs) / t_single
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
     print(f"model {lm.preset.name}, {len(reqs)} requests, {len(templates)} context templates, "
           f"v_steps {lm.preset.v_steps}, early stop {'on' if args.early_stop else 'off'}, "
           f"torch threads {torch.get_num_threads()}, load average {load:.1f}")
-    print(f"batched, lower layers cached : {t_batched:8.1f} s  {rps_b:7.3f} requests/s  ({batched.steps} steps)")
+    print(f"batched, cached             : {t_batched:8.1f} s  {rps_b:7.3f} requests/s  ({batched.steps} steps)")
     print(f"one at a time, full forward  : {t_single:8.1f} s  {rps_s:7.3f} requests/s  "
           f"({min(single_steps)}-{max(single_steps)} steps)")
     print(f"speed-up: {rps_b / rps_s:.1f}x (target >= 5x)")

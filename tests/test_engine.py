@@ -61,9 +61,35 @@ def test_forward_split_is_exact(lm):
     torch.testing.assert_close(up[m], full[m], rtol=1e-5, atol=1e-5)
 
 
-def test_cached_lower_layers_give_same_values(lm):
-    a = compute_values(lm, REQS[:2], cache_lower=True)
-    b = compute_values(lm, REQS[:2], cache_lower=False)
+@pytest.mark.parametrize("pack_tokens", [1, 12])
+def test_suffix_forward_matches_the_full_forward(lm, pack_tokens):
+    """Only each row's suffix, packed several rows to a sequence, against cached prefix keys/values: same logits."""
+    from otelab.forward import SuffixForward, hidden_after, logits_from
+    from otelab.keys import pad_batch
+    g = torch.Generator().manual_seed(0)
+    lens, split = [7, 3, 9, 5, 6], torch.tensor([2, 0, 5, 4, 1])   # row 1 has no prefix at all
+    rows = [torch.randint(0, lm.model.config.vocab_size, (n,), generator=g).tolist() for n in lens]
+    ids, mask = pad_batch(rows, lm.tokenizer.pad_token_id, "cpu")
+    B = len(rows)
+    with torch.no_grad():
+        h = hidden_after(lm, ids, mask, 1)                                     # [B, T, d]
+        delta = torch.randn(B, h.shape[-1], generator=g)
+        hp = h.clone()
+        hp[torch.arange(B), split] += delta
+        full = logits_from(lm, hp, mask, 2)                                    # [B, T, V]
+        sf = SuffixForward(lm, h, mask.sum(1), split, 2, pack_tokens=pack_tokens)
+        x = sf.suffix.index_put(sf.locate(torch.arange(B), split), delta, accumulate=True)
+        part = lm.adapter.unembed(lm.model)(sf.final_hidden(x))                # [n_pack, S, V]
+    # suffixes of 5, 3, 4, 1, 5 tokens: packs of at most max(pack_tokens, 5) tokens
+    assert sf.suffix.shape[0] == {1: 4, 12: 2}[pack_tokens]
+    rr = torch.tensor([b for b, n in enumerate(lens) for _ in range(int(split[b]), n)])
+    pp = torch.tensor([t for b, n in enumerate(lens) for t in range(int(split[b]), n)])
+    torch.testing.assert_close(part[sf.locate(rr, pp)], full[rr, pp], rtol=1e-5, atol=1e-5)
+
+
+def test_cached_forward_gives_same_values(lm):
+    a = compute_values(lm, REQS[:2], cached=True)
+    b = compute_values(lm, REQS[:2], cached=False)
     torch.testing.assert_close(a.z, b.z, rtol=1e-4, atol=1e-5)
     assert a.steps == b.steps
 
