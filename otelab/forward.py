@@ -135,6 +135,22 @@ def _additive(allowed: Tensor, dtype: torch.dtype) -> Tensor:
         ~allowed, torch.finfo(dtype).min)
 
 
+def _block_causal(seg: Tensor, pos: Tensor) -> Tensor:
+    """In packed rows, who may attend to whom: earlier tokens of the same row.
+
+    A pad (``seg`` −1) sees only itself, so no attention row is empty (no NaN).
+
+    Arguments:
+        seg: the row each token belongs to, −1 for pads ``[n_pack, W]``.
+        pos: each token's position in its row ``[n_pack, W]``.
+    Returns:
+        ``[n_pack, W, W]`` booleans, query by key.
+    """
+    same = (seg[:, :, None] == seg[:, None, :]) & (seg[:, :, None] >= 0)
+    eye = torch.eye(seg.shape[1], dtype=torch.bool, device=seg.device)[None]
+    return (same & (pos[:, None, :] <= pos[:, :, None])) | eye
+
+
 class SuffixForward:
     """Blocks ``start:`` run on each row's suffix only; the prefixes' keys and values are computed once.
 
@@ -197,18 +213,14 @@ class SuffixForward:
 
         src, dst, seg_s, self.positions = layout(S, self._off, n_suf, split)     # [n_pack, S]
         self.suffix = hidden.new_zeros(n_pack, S, d).index_put(dst, hidden[src])  # [n_pack, S, d]
-        eye_s = torch.eye(S, dtype=torch.bool, device=dev)[None]
-        # A token sees the earlier tokens of its own row; a pad sees itself, so no row is empty (no NaN).
-        same = (seg_s[:, :, None] == seg_s[:, None, :]) & (seg_s[:, :, None] >= 0)
-        causal_s = (same & (self.positions[:, None, :] <= self.positions[:, :, None])) | eye_s   # [n_pack,S,S]
+        causal_s = _block_causal(seg_s, self.positions)                          # [n_pack, S, S]
         self.kv: list[tuple[int, Tensor, Tensor]] = []
         if P == 0:
             self.mask = _additive(causal_s[:, None], hidden.dtype)             # [n_pack, 1, S, S]
             return
         src_p, dst_p, seg_p, pos_p = layout(P, pre_off, split, [0] * len(split))   # [n_pack, P]
         prefix = hidden.new_zeros(n_pack, P, d).index_put(dst_p, hidden[src_p])   # [n_pack, P, d]
-        same_p = (seg_p[:, :, None] == seg_p[:, None, :]) & (seg_p[:, :, None] >= 0)
-        causal_p = (same_p & (pos_p[:, None, :] <= pos_p[:, :, None])) | torch.eye(P, dtype=torch.bool, device=dev)
+        causal_p = _block_causal(seg_p, pos_p)                                   # [n_pack, P, P]
         see_prefix = (seg_s[:, :, None] == seg_p[:, None, :]) & (seg_s[:, :, None] >= 0)   # [n_pack, S, P]
         self.mask = _additive(torch.cat([see_prefix, causal_s], -1)[:, None], hidden.dtype)  # [n_pack,1,S,P+S]
         from transformers import DynamicCache
