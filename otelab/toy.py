@@ -203,7 +203,8 @@ RULES: dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]] = {
     "alphaedit": (_ed("aligned", True, False), "all"),                    # AlphaEdit (Eq. 2)
     "naive": (_ed("naive", False, True), "all"),                          # repeated one-time edit
     "memorize-nullspace": (_ed("memorize-nullspace", True, False), "latest"),   # Eq. 3
-    "memorize-full": (_ed("memorize-full", True, True), "latest"),        # Eq. 4
+    "memorize-full": (_ed("memorize-full", True, True), "latest"),        # Eq. 4 as printed
+    "memorize-recentred": (_ed("memorize-recentred", True, True), "latest"),  # Eq. 32: OTE of the latest task
     "memorize-conflict": (_ed("conflict", True, True, resolve=resolve_forget), "latest"),  # Eq. 31
     "conflict-latest": (_ed("conflict", False, True, resolve=resolve_latest), "resolved"),
     "conflict-first": (_ed("conflict", False, True, resolve=resolve_first), "resolved"),
@@ -216,7 +217,7 @@ RULES: dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]] = {
 }
 
 _MODE_TASK = {"aligned": "all", "naive": "all", "rls": "all", "memorize-nullspace": "latest",
-              "memorize-full": "latest", "conflict": "resolved"}
+              "memorize-full": "latest", "memorize-recentred": "latest", "conflict": "resolved"}
 
 
 # --------------------------------------------------------------------------- the trace
@@ -239,7 +240,7 @@ class ToyTrace:
         ote_distance: ``‖W_t − W_OTE,t‖ / ‖W_OTE,t − W0‖`` for the rule's task.
         virtual_ote_distance: the same for ``W_t + E_t`` (Algorithm 1's virtual weights, Prop. A.3);
             NaN unless the editor carries an error ``E``.
-        omitted_norm: ``‖S_t (C0 P + λ I)‖`` with ``S_t = W_t − W0``, the term Eq. 3 drops
+        omitted_norm: ``‖S_t C0 P‖`` with ``S_t = W_t − W0``, the term Eq. 3 drops from Eq. 4
             (memorize rules only; NaN otherwise).
         W_final: ``W_T`` ``[d_o, d_i]``.
     """
@@ -378,7 +379,7 @@ def run_rule(world: ToyWorld, rule: Union[str, Callable[[ToyWorld], SequentialEd
             trace.ote_distance.append(float("nan"))
             trace.virtual_ote_distance.append(float("nan"))
         if memorize and (t % ote_every == 0 or last or t == 1):
-            trace.omitted_norm.append(float(omitted_term(D, P=P, C0=world.C0w, lam=lam).norm()))
+            trace.omitted_norm.append(float(omitted_term(D, P=P, C0=world.C0w).norm()))
         else:
             trace.omitted_norm.append(float("nan"))
     trace.W_final = W
