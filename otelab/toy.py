@@ -223,7 +223,7 @@ _MODE_TASK = {"aligned": "all", "naive": "all", "rls": "all", "memorize-nullspac
 # --------------------------------------------------------------------------- the trace
 
 METRICS = ("preserved_error", "edits_error", "latest_error", "delta_norm", "cond", "ote_distance",
-           "virtual_ote_distance", "omitted_norm")
+           "virtual_ote_distance", "omitted_norm", "error_norm")
 
 
 @dataclass
@@ -242,6 +242,7 @@ class ToyTrace:
             NaN unless the editor carries an error ``E``.
         omitted_norm: ``‖S_t C0 P‖`` with ``S_t = W_t − W0``, the term Eq. 3 drops from Eq. 4
             (memorize rules only; NaN otherwise).
+        error_norm: ``‖E_t‖_F``, Algorithm 1's carried error (NaN unless the editor carries one).
         W_final: ``W_T`` ``[d_o, d_i]``.
     """
 
@@ -255,6 +256,7 @@ class ToyTrace:
     ote_distance: list = field(default_factory=list)
     virtual_ote_distance: list = field(default_factory=list)
     omitted_norm: list = field(default_factory=list)
+    error_norm: list = field(default_factory=list)
     W_final: Optional[Tensor] = field(default=None, repr=False)
 
     @property
@@ -357,6 +359,7 @@ def run_rule(world: ToyWorld, rule: Union[str, Callable[[ToyWorld], SequentialEd
         trace.edits_error.append(_rel(W @ Ke - Ve, Ve))
         trace.latest_error.append(_rel(W @ K - V, V))
         trace.delta_norm.append(float(D.norm()))
+        trace.error_norm.append(float(editor.E.norm()) if editor.E is not None else float("nan"))
         want_cond = cond_every and (t % cond_every == 0 or last or t == 1)
         if want_cond:
             sv = torch.linalg.svdvals(W)
