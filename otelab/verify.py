@@ -225,7 +225,7 @@ def remark_a_1(i: int, quick: bool) -> float:
 
 
 def eq23_lstsq(W, W0, K, V, K0, lam: float):
-    """Δ_t from an independent lstsq of the re-centred OLS (Eq. 23, P = I).
+    """Δ_t from an independent numpy lstsq of the re-centred OLS (Eq. 23, P = I).
 
     ``argmin_Δ ‖Δ [K_{1:t}, K0, √λ I] − [V_{1:t} − W K_{1:t}, −S K0, −√λ S]‖²`` with
     ``S = W − W0`` (``W = W_{t−1}``); the aligned step with ``C0 = K0 K0ᵀ`` must equal it.
@@ -234,11 +234,13 @@ def eq23_lstsq(W, W0, K, V, K0, lam: float):
         W: ``W_{t−1}`` ``[d_o, d_i]``; W0: unedited weights; K, V: all edits so far,
         ``[d_i, N]``, ``[d_o, N]``; K0: preserved keys ``[d_i, n0]``; lam: λ.
     Returns:
-        Δ ``[d_o, d_i]`` (numpy).
+        Δ ``[d_o, d_i]``, a torch tensor (float64, on the CPU) computed by numpy.
     """
+    import torch
+
     S = _np(W) - _np(W0)
     K0 = _np(K0)
-    return ref_lstsq(_np(V) - _np(W) @ _np(K), K, K0=K0, Y0=-S @ K0, lam=lam, Ylam=-S)
+    return torch.from_numpy(ref_lstsq(_np(V) - _np(W) @ _np(K), K, K0=K0, Y0=-S @ K0, lam=lam, Ylam=-S))
 
 
 def cor_a_2(i: int, quick: bool) -> float:
