@@ -15,8 +15,10 @@ Every row's JSON names its reference (``reference``).
 
 The negatives (the naive rule, PRUNE/RECT without Algorithm 1) must leave the
 OTE path by more than a threshold, and the toy collapse of notebook 01 (Eq. 3
-vs Eq. 4) must reproduce: both count towards pass/fail. The thresholds hold with
-a margin of 2× or more over seeds 0–5 (see ``tests/test_verify.py``).
+vs Eq. 4) must reproduce: both count towards pass/fail. On seeds 0–5 the negatives
+clear their thresholds by 2× or more and the quick toy's ratio clears its bar (4×) by
+1.5× or more (``tests/test_verify.py``); the full toy's bar is notebook 01's acceptance
+(10×), met by 13.3–14.8× on seeds 0–4.
 """
 from __future__ import annotations
 
@@ -472,7 +474,7 @@ IDENTITIES = [
 # --------------------------------------------------------------------------- negatives
 
 # name, paper, rule, the smallest final distance from the OTE path that counts as drift
-# (seeds 0-5 give at least 2× these; measured in tests/test_verify.py)
+# (quick problems, seeds 0-5, clear at least 2× these: tests/test_verify.py)
 NEGATIVES = [
     ("naive rule (repeated OTE)", "Lemma 3.1 converse", "naive", 0.05),
     ("PRUNE without correction", "Prop. A.3 converse", "prune", 0.05),
