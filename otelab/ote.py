@@ -165,9 +165,11 @@ def solve_normal(B: Tensor, A: Tensor, *, what: str = "the normal equation") -> 
     Raises:
         SolveError: the system is singular or the solution is not finite.
     """
-    out_dtype = B.dtype
+    out_dtype, out_device = B.dtype, B.device
+    if out_device.type == "mps":                               # MPS has no float64: solve on the CPU
+        A, B = A.cpu(), B.cpu()
     A, B = A.to(torch.float64), B.to(torch.float64)
-    return _solve64(B, A, what).to(out_dtype)
+    return _solve64(B, A, what).to(dtype=out_dtype, device=out_device)
 
 
 def _solve64(B: Tensor, A: Tensor, what: str) -> Tensor:
