@@ -172,3 +172,13 @@ def test_plots_and_explorer_update_in_place(world):
     box.sliders["steps"].value = 20                                    # re-runs the toy, same widget
     assert box.children[-1] is fw and len(fw.data[0].x) == 20
     assert "null dims" in box.children[1].value
+
+
+def test_error_norm_is_algorithm_1s_carried_error(world):
+    big = make_world(SMALL, value_noise=8.0)
+    tr = run_rule(big, "rect-corrected", cond_every=0)
+    plain = run_rule(big, "rect", cond_every=0)
+    assert all(v > 0 for v in tr.error_norm)                 # RECT removes something at every step
+    assert all(v != v for v in plain.error_norm)             # no carried error without correction: NaN
+    # ‖E_t‖ is the gap between the applied and the virtual weights: ‖W_t + E_t − W_OTE‖ = 0 while ‖W_t − W_OTE‖ > 0
+    assert max(tr.virtual_ote_distance) < 1e-9 and tr.ote_distance[-1] > 0
