@@ -195,7 +195,8 @@ def _ed(mode: str, use_P: bool, use_C0: bool, **kw) -> Callable[[ToyWorld], Sequ
 
 
 _prune = lambda w: Prune.for_weights(w.W0)            # noqa: E731
-_rect = lambda w: Rect(w.W0, keep=0.2)                # noqa: E731
+_rect = lambda w: Rect(w.W0, keep=0.2)                # noqa: E731  the paper's "stronger" RECT-20 % (Table 6)
+_rect40 = lambda w: Rect(w.W0, keep=0.4)              # noqa: E731  the seed code's naive RECT keeps 40 %
 
 # name -> (editor factory, the task whose OTE the rule should track)
 RULES: dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]] = {
@@ -214,6 +215,8 @@ RULES: dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]] = {
     "prune-corrected": (_ed("aligned", False, True, post=_prune, correct=True), "all"),
     "rect": (_ed("aligned", False, True, post=_rect, correct=False), "all"),
     "rect-corrected": (_ed("aligned", False, True, post=_rect, correct=True), "all"),
+    "rect40": (_ed("aligned", False, True, post=_rect40, correct=False), "all"),
+    "rect40-corrected": (_ed("aligned", False, True, post=_rect40, correct=True), "all"),
 }
 
 _MODE_TASK = {"aligned": "all", "naive": "all", "rls": "all", "memorize-nullspace": "latest",
