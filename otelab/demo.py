@@ -41,11 +41,12 @@ DEFAULT_PAIRS = (("alphaedit:memorize-full", "alphaedit:memorize-nullspace"),
                  ("memit:aligned", "memit:naive"))
 PAIR_TITLES = {
     ("alphaedit:memorize-full", "alphaedit:memorize-nullspace"):
-        "Table 1: memorize-the-latest, full rule (Eq. 4) vs null-space shortcut (Eq. 3)",
+        "Table 1: memorize-the-latest, memorize-full = Eq. 4 as printed (keeps −S C0 P) vs "
+        "memorize-nullspace = Eq. 3 (null-space shortcut)",
     ("memit:aligned", "memit:naive"): "Tables 2/5: MEMIT, OTE-aligned vs naive (repeated one-time edit)",
     ("alphaedit:aligned", "alphaedit:naive"): "Tables 2/5: AlphaEdit, OTE-aligned vs naive",
     ("alphaedit:aligned", "alphaedit:memorize-nullspace"):
-        "Tables 2/5: AlphaEdit, OTE-aligned vs naive (for AlphaEdit the same update as Eq. 3)",
+        "Tables 2/5: AlphaEdit, OTE-aligned vs naive (memorize-nullspace: for AlphaEdit the same update as Eq. 3)",
     ("prune:aligned", "prune:no-ec"): "Table 5: PRUNE, with vs without Algorithm 1's error correction",
     ("rect:aligned", "rect:no-ec"): "Table 5: RECT, with vs without Algorithm 1's error correction",
 }
@@ -542,13 +543,13 @@ def _delta_figure(report):
 
 
 def _toy_figure(toy: dict):
-    """The toy collapse of ``otelab verify``: preserved error of Eq. 3 vs Eq. 4."""
+    """The toy collapse of ``otelab verify``: preserved error of Eq. 3 vs Eq. 4 (as printed)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    fig.add_scatter(x=toy["steps"], y=toy["nullspace_at_steps"], mode="lines+markers", name="Eq. 3 (null-space)",
+    fig.add_scatter(x=toy["steps"], y=toy["nullspace_at_steps"], mode="lines+markers", name="Eq. 3 (memorize-nullspace)",
                     line=dict(color="#d62728"))
-    fig.add_scatter(x=toy["steps"], y=toy["full_at_steps"], mode="lines+markers", name="Eq. 4 (full)",
+    fig.add_scatter(x=toy["steps"], y=toy["full_at_steps"], mode="lines+markers", name="Eq. 4 as printed (memorize-full)",
                     line=dict(color="#1f77b4"))
     fig.update_layout(title=dict(text="Toy collapse: preserved error ‖W_t K0 − V0‖/‖V0‖", x=0.01, font=dict(size=14)),
                       template="plotly_white", height=320, margin=dict(l=55, r=15, t=45, b=40),
@@ -586,7 +587,8 @@ def build_sections(metrics: dict, combined, results: dict, projection=None) -> l
     intro = ("<p>Every edit batch is applied by each editor in turn to the same unedited model; metrics compare "
              "the edited model with the unedited one. <b>Aligned</b> editors carry what the paper's OTE objective "
              "needs from step to step; <b>misaligned</b> ones drop it (the naive rule forgets earlier edits' keys; "
-             "Eq. 3 drops the pull-back term S(C0P + λI)).</p><ul>"
+             "Eq. 3, mode memorize-nullspace, drops the pull-back term S C0 P that Eq. 4, mode memorize-full, "
+             "keeps).</p><ul>"
              + "".join(f"<li>{_html.escape(pair_sentence(p))}</li>" for p in metrics["pairs"]) + "</ul>")
     secs.append(("text", "What was run and what it shows", intro, ""))
     secs.append(("table", "Summary: final metrics of every run", metrics["summary"],

@@ -192,12 +192,18 @@ def check_aligned_step(fn: Callable) -> CheckResult:
 def check_prop_a3(fn: Callable) -> CheckResult:
     """Algorithm 1: ``fn(W, K, V, A_prev, E, post) -> (Δ̂, A, E_new)`` with P = I.
 
-    Take the aligned step from the virtual weights ``W + E``, add the carried error,
-    post-process, and carry what the operator removed. Reference:
-    :func:`otelab.ote.corrected_step`. Runs RECT (keep 20 %), then PRUNE, for 5 steps each;
-    also checks Prop. A.3, ``W_t + E_t = W0 + Δ_total,t``.
+    Either convention for the carried error is accepted:
+
+    * otelab's (weight space): take the aligned step from the virtual weights ``W + E``,
+      add the carried error, post-process, and carry what the operator removed;
+    * the paper's, verbatim (right-hand side): ``D = (R Kᵀ − E) A⁻¹``, ``Δ̂ = post(D)``,
+      ``E_new = (Δ̂ − D) A``, i.e. ``E_paper = −E_otelab · A_t``.
+
+    The convention is read off the first step where the error is not zero, and the
+    learner's own ``E`` is fed back from then on. Reference: :func:`otelab.ote.corrected_step`.
+    Runs RECT (keep 20 %), then PRUNE, for 5 steps each; also checks Prop. A.3.
     """
-    worst = 0.0
+    worst, conv = 0.0, None
     for which in ("rect", "prune"):
         w = _world(21 if which == "rect" else 22, value_noise=8.0)
         post = ote.Rect(w.W0, keep=0.2) if which == "rect" else ote.Prune.for_weights(w.W0)
@@ -205,53 +211,72 @@ def check_prop_a3(fn: Callable) -> CheckResult:
         A = ote.system_matrix(None, C0=C0, lam=lam, d_i=w.cfg.d_i, like=w.W0)
         W, E = w.W0.clone(), torch.zeros_like(w.W0)
         for step, (K, V, _) in enumerate(w.batches, start=1):
-            out, err = _call(fn, step, W.clone(), K.clone(), V.clone(), A.clone(), E.clone(), post)
+            E_in = -E @ A if conv == "paper" else E                # the learner's own convention
+            out, err = _call(fn, step, W.clone(), K.clone(), V.clone(), A.clone(), E_in.clone(), post)
             if err is not None:
                 return err
             outs, err = _unpack(out, ("Δ̂", "A", "E"), step)
             if err is not None:
                 return err
             ref = ote.corrected_step(W, K, V, A, E, post)
+            E_paper = -ref[2] @ ref[1]
+            if conv is None and isinstance(outs[2], Tensor) and outs[2].shape == ref[2].shape and ref[2].norm() > 0:
+                conv = "paper" if _rel(outs[2].to(E_paper), E_paper) < _rel(outs[2].to(ref[2]), ref[2]) else "otelab"
+            want = (ref[0], ref[1], E_paper if conv == "paper" else ref[2])
             from_W, A1 = ote.aligned_update(W, K, V, A)
             no_carry = post(ote.aligned_update(W + E, K, V, A)[0])
             hints = [("take the aligned step from the virtual weights W + E, not from W",
                       (post(from_W + E), A1, None)),
                      ("post-process the step plus the carried error, D = Δ + E", (no_carry, None, None)),
-                     ("the new error is what the operator removed: E_new = D − post(D)",
-                      (ref[0], ref[1], -ref[2]))]
-            worst, bad = _compare(tuple(outs), ref, ("Δ̂", "A", "E"), step, worst, hints)
+                     ("the new error is what the operator removed: E_new = D − post(D) "
+                      "(or, in the paper's convention, (post(D) − D) A)", (ref[0], ref[1], -want[2]))]
+            worst, bad = _compare(tuple(outs), want, ("Δ̂", "A", "E"), step, worst, hints)
             if bad is not None:
                 return bad
             W, A, E = W + ref[0], ref[1], ref[2]
-    return _ok(worst, "your Algorithm 1 (RECT and PRUNE)")
+    how = " (the paper's convention, E_paper = −E·A)" if conv == "paper" else ""
+    return _ok(worst, f"your Algorithm 1{how} (RECT and PRUNE)")
 
 
 def check_eq4(fn: Callable) -> CheckResult:
-    """Memorize-the-latest, full normal equation (Eq. 4): ``fn(W, K, V, S, P, C0, lam) -> Δ``.
+    """Memorize-the-latest with the preserved term (Eq. 4 as printed): ``fn(W, K, V, S, P, C0, lam) -> Δ``.
 
-    ``Δ [(C0 + K Kᵀ) P + λ I] = (V − W K) Kᵀ P − S (C0 P + λ I)`` with ``S = W − W0``.
+    ``Δ [(C0 + K Kᵀ) P + λ I] = (V − W K) Kᵀ P − S C0 P`` with ``S = W − W0``.
     Reference: :func:`otelab.ote.memorize_latest_full`. Runs a 5-step stream with a
-    null-space projector.
+    null-space projector, then one with a random non-symmetric P (which does not
+    commute with C0, so ``S C0 P``, ``S P C0`` and ``P``-on-the-left answers differ).
     """
-    w = _world(31)
-    P, C0, lam = w.P, w.C0w, w.cfg.lam
-    W, worst = w.W0.clone(), 0.0
-    for step, (K, V, _) in enumerate(w.batches, start=1):
-        S = W - w.W0
-        out, err = _call(fn, step, W.clone(), K.clone(), V.clone(), S.clone(), P, C0, lam)
-        if err is not None:
-            return err
-        ref = ote.memorize_latest_full(W, K, V, S, P=P, C0=C0, lam=lam)
-        eq3 = ote.memorize_latest_nullspace(W, K, V, P, lam)
-        no_lam = ote.solve_normal((V - W @ K) @ K.T @ P - S @ C0 @ P, ote.system_matrix(K, P=P, C0=C0, lam=lam))
-        no_c0 = ote.solve_normal((V - W @ K) @ K.T @ P - lam * S, ote.system_matrix(K, P=P, C0=C0, lam=lam))
-        hints = [("that is Eq. 3: the right-hand side needs the omitted term −S (C0 P + λ I)", (eq3,)),
-                 ("the omitted term is −S (C0 P + λ I): did you forget its λ S part?", (no_lam,)),
-                 ("the omitted term is −S (C0 P + λ I): did you forget its S C0 P part?", (no_c0,))]
-        worst, bad = _compare((out,), (ref,), ("Δ",), step, worst, hints)
-        if bad is not None:
-            return bad
-        W = W + ref
+    worst = 0.0
+    for kind in ("projector", "random"):
+        w = _world(31 if kind == "projector" else 32)
+        C0, lam = w.C0w, w.cfg.lam
+        if kind == "projector":
+            P = w.P
+        else:
+            g = torch.Generator().manual_seed(33)
+            d = w.cfg.d_i
+            P = torch.eye(d, dtype=torch.float64) + 0.5 * torch.randn(d, d, dtype=torch.float64, generator=g) / d ** 0.5
+        W = w.W0.clone()
+        for step, (K, V, _) in enumerate(w.batches, start=1):
+            S = W - w.W0
+            out, err = _call(fn, step, W.clone(), K.clone(), V.clone(), S.clone(), P, C0, lam)
+            if err is not None:
+                return err
+            ref = ote.memorize_latest_full(W, K, V, S, P=P, C0=C0, lam=lam)
+            A = ote.system_matrix(K, P=P, C0=C0, lam=lam)
+            R = (V - W @ K) @ K.T @ P
+            hints = [("that is Eq. 3: Eq. 4 keeps C0 in the system matrix and the preserved term −S C0 P on the right",
+                      (ote.memorize_latest_nullspace(W, K, V, P, lam),)),
+                     ("that is the re-centred rule (Eq. 32, −S (C0 P + λ I)); Eq. 4 as printed has no −λ S",
+                      (ote.memorize_latest_recentred(W, K, V, S, P=P, C0=C0, lam=lam),)),
+                     ("the preserved term is −S C0 P: P on the right of C0, not −S P C0",
+                      (ote.solve_normal(R - S @ P @ C0, A),)),
+                     ("the system matrix is (C0 + K Kᵀ) P + λ I: C0 belongs in it too",
+                      (ote.solve_normal(R - S @ C0 @ P, ote.system_matrix(K, P=P, lam=lam)),))]
+            worst, bad = _compare((out,), (ref,), ("Δ",), step, worst, hints)
+            if bad is not None:
+                return bad
+            W = W + ref
     return _ok(worst, "your Eq. 4 step")
 
 

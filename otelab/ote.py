@@ -24,14 +24,25 @@ The sequential rules differ only in what they carry from step to step:
                        the difference of two OTE optima (Lemma 3.1, Prop. 3.2)
 ``naive``              nothing: a repeated one-time edit (the paper's ablation)
 ``memorize-nullspace`` nothing: Eq. 3, the null-space shortcut
-``memorize-full``      ``S = Σ Δτ`` (Eq. 4 / Eq. 32)
-``conflict``           the active constraint set (Prop. 3.5, Eq. 30)
+``memorize-full``      ``S = Σ Δτ``: Eq. 4 as printed (λ damps the step)
+``memorize-recentred`` ``S = Σ Δτ``: Eq. 32, the OTE of the latest task (λ pulls
+                       ``W`` back to ``W0``); equals Eq. 4 when λ = 0
+``conflict``           the active constraint set (Prop. 3.5; Eq. 30 with the
+                       re-valued term read as ``v_resolved − v_old``)
 =====================  =========================================================
 
 Post-processing operators (PRUNE, RECT) are corrected by Algorithm 1, which
 carries the error ``E_t`` so that ``W_t + E_t`` stays on the OTE path (Prop. A.3).
-Solves use ``torch.linalg.solve`` or Cholesky, never an explicit inverse (the
-one exception is RLSEdit, whose state *is* ``A⁻¹`` by definition).
+Solves use Cholesky or LU, never an explicit inverse (the one exception is
+RLSEdit, whose state *is* ``A⁻¹`` by definition), and always run in float64 on
+whatever device the state lives on: the ``d_i×d_i`` systems of a real model reach
+cond(A) ≈ 1e7, where a float32 solve is off by percents (MEMIT's code also
+solves in float64). Inputs are cast up for the solve and the result back.
+
+Where otelab departs from a formula as printed in the paper, the docstring of
+the function that implements it says so: Eq. 30 (:func:`conflict_update`),
+Algorithm 1's error variable (:func:`corrected_step`), PRUNE applied per step
+(:func:`prune`) and RECT's kept fraction (:func:`rect`).
 """
 from __future__ import annotations
 
@@ -46,7 +57,8 @@ Tensor = torch.Tensor
 __all__ = [
     "EditError", "SolveError",
     "system_matrix", "solve_normal", "ote_update", "aligned_update", "alphaedit_update",
-    "naive_update", "memorize_latest_nullspace", "memorize_latest_full", "omitted_term",
+    "naive_update", "memorize_latest_nullspace", "memorize_latest_full", "memorize_latest_recentred",
+    "omitted_term",
     "nullspace_projector", "prune", "rect", "Prune", "Rect", "corrected_step",
     "conflict_update", "resolve_latest", "resolve_first", "resolve_mean", "resolve_forget",
     "rls_init", "rls_step", "SequentialEditor", "MODES",
@@ -138,18 +150,29 @@ def system_matrix(K: Optional[Tensor], *, P: Optional[Tensor] = None, C0: Option
 
 
 def solve_normal(B: Tensor, A: Tensor, *, what: str = "the normal equation") -> Tensor:
-    """Solve ``Δ A = B`` for Δ without forming ``A⁻¹``.
+    """Solve ``Δ A = B`` for Δ without forming ``A⁻¹``, in float64 on any device.
 
     Uses Cholesky when ``A`` is symmetric positive definite (P = I), LU otherwise.
+    ``A`` and ``B`` are cast to float64 for the solve and Δ is returned in ``B``'s
+    dtype: a float32 state (the engine on a GPU) then loses only the final
+    rounding, not ``cond(A) · 6e-8``.
 
     Arguments:
         B: right-hand side ``[d_o, d_i]``.
         A: system matrix ``[d_i, d_i]``.
     Returns:
-        Δ ``[d_o, d_i]``.
+        Δ ``[d_o, d_i]``, dtype of ``B``.
     Raises:
         SolveError: the system is singular or the solution is not finite.
     """
+    out_dtype, out_device = B.dtype, B.device
+    if out_device.type == "mps":                               # MPS has no float64: solve on the CPU
+        A, B = A.cpu(), B.cpu()
+    A, B = A.to(torch.float64), B.to(torch.float64)
+    return _solve64(B, A, what).to(dtype=out_dtype, device=out_device)
+
+
+def _solve64(B: Tensor, A: Tensor, what: str) -> Tensor:
     tol = 10 * torch.finfo(A.dtype).eps  # a pivot ratio below this is singular to working precision
     singular = SolveError(f"could not solve {what}: the system matrix is singular to working precision. "
                           f"Add a Tikhonov weight (lam > 0) or a preserved covariance C0.")
@@ -246,8 +269,15 @@ def naive_update(W: Tensor, K: Tensor, V: Tensor, *, P: Optional[Tensor] = None,
     """The naive sequential rule: a fresh one-time edit of the latest batch.
 
     ``Δ_t = R_t K_tᵀ P [(C0 + K_t K_tᵀ) P + λ I]⁻¹`` forgets the constraints of
-    earlier edits: the paper's "not OTE-aligned" ablation (and original
-    sequential MEMIT). Its sum drifts away from ``Δ_total,t``.
+    earlier edits: the paper's "not OTE-aligned" ablation (Table 2), which is how
+    MEMIT's released code is usually run over a stream (one MEMIT call per batch).
+    Remark A.1 reserves the name "sequential MEMIT" for the *aligned* rule
+    (:func:`aligned_update`); here the sum of the steps drifts away from ``Δ_total,t``.
+
+    Arguments:
+        W: ``W_{t−1}``; K, V: the latest batch; P, C0, lam: the objective.
+    Returns:
+        ``Δ_t`` ``[d_o, d_i]``.
     """
     return ote_update(W, K, V, P=P, C0=C0, lam=lam)
 
@@ -256,45 +286,94 @@ def memorize_latest_nullspace(W: Tensor, K: Tensor, V: Tensor, P: Tensor, lam: f
     """Null-space-simplified memorize-the-latest step (Eq. 3).
 
     ``Δ_t = R_t K_tᵀ P (K_t K_tᵀ P + λ I)⁻¹``: it assumes ``C0 P = 0`` and so drops
-    :func:`omitted_term`. Because the projector is only approximately null for
-    C0, the dropped term accumulates and the preserved knowledge collapses.
+    every ``K0`` term of the full equation, ``Σ_{τ≤t} Δ_τ C0 P`` (``Δ_t C0 P`` on the
+    left, ``S_{t−1} C0 P`` on the right; see :func:`omitted_term`). The projector is
+    only approximately null for C0, so nothing undoes what each step does to the
+    preserved keys and their error keeps growing.
+
+    Arguments:
+        W: ``W_{t−1}``; K, V: the latest batch; P: the null-space projector; lam: λ.
+    Returns:
+        ``Δ_t`` ``[d_o, d_i]``.
     """
     return ote_update(W, K, V, P=P, C0=None, lam=lam)
 
 
-def omitted_term(S: Tensor, *, P: Optional[Tensor] = None, C0: Optional[Tensor] = None,
-                 lam: float = 0.0) -> Tensor:
-    """The term Eq. 3 drops from the full normal equation: ``−S (C0 P + λ I)``, ``S = Σ_τ Δ_τ``.
+def omitted_term(S: Tensor, *, P: Optional[Tensor] = None, C0: Optional[Tensor] = None) -> Tensor:
+    """The right-hand-side term Eq. 3 drops from Eq. 4: ``−S C0 P`` with ``S = Σ_{τ<t} Δ_τ``.
 
-    Its C0 part, ``−Σ_τ Δ_τ K0 K0ᵀ P``, is the pull back towards the preserved
-    knowledge; without it nothing undoes the damage earlier steps did to ``K0``.
-    """
-    out = -_rp(S @ C0, P) if C0 is not None else torch.zeros_like(S)
-    return out - lam * S if lam else out
-
-
-def memorize_latest_full(W: Tensor, K: Tensor, V: Tensor, S: Tensor, *, P: Optional[Tensor] = None,
-                         C0: Optional[Tensor] = None, lam: float = 0.0) -> Tensor:
-    """The full normal equation of memorize-the-latest (Eq. 4 / Eq. 32).
-
-    The task at step t keeps only the latest batch and the preserved keys:
-    ``W_t = argmin ‖W K_t − V_t‖² + ‖(W − W0) K0‖² + λ‖W − W0‖²`` (through ``P``).
-    Its sequential step is
-    ``Δ_t [(C0 + K_t K_tᵀ) P + λ I] = R_t K_tᵀ P − S_{t−1} (C0 P + λ I)``.
+    It is the pull back towards the preserved knowledge: without it nothing undoes
+    the damage earlier steps did to ``K0``. (Eq. 3 also drops ``Δ_t C0 P`` from the
+    left-hand side, so in total it omits ``Σ_{τ≤t} Δ_τ C0 P``.)
 
     Arguments:
-        W: ``W_{t−1}``; K, V: the latest batch.
-        S: ``Σ_{τ<t} Δ_τ = W_{t−1} − W0`` ``[d_o, d_i]``.
+        S: ``W_{t−1} − W0`` ``[d_o, d_i]``; P, C0: as in the step.
     Returns:
-        ``Δ_t``; then ``W0 + S + Δ_t`` is the OTE of the latest task.
+        ``−S C0 P`` ``[d_o, d_i]`` (zeros without C0).
     """
+    return -_rp(S @ C0, P) if C0 is not None else torch.zeros_like(S)
+
+
+def _memorize_step(W, K, V, S, P, C0, lam, recentred: bool) -> Tensor:
     _check_shapes(W, K, V, P, C0)
     _check_finite(S=S)
     if S.shape != W.shape:
         raise EditError(f"S has shape {tuple(S.shape)} but W has shape {tuple(W.shape)}")
     R = V - W @ K                                              # [d_o, n]
-    B = R @ _rp(K.T, P) + omitted_term(S, P=P, C0=C0, lam=lam)
+    B = R @ _rp(K.T, P) + omitted_term(S, P=P, C0=C0)          # [d_o, d_i]
+    if recentred and lam:
+        B = B - lam * S
     return solve_normal(B, system_matrix(K, P=P, C0=C0, lam=lam), what="the memorize-the-latest step")
+
+
+def memorize_latest_full(W: Tensor, K: Tensor, V: Tensor, S: Tensor, *, P: Optional[Tensor] = None,
+                         C0: Optional[Tensor] = None, lam: float = 0.0) -> Tensor:
+    """Memorize-the-latest with the preserved term kept: Eq. 4 exactly as the paper prints it.
+
+    ``Δ_t [(C0 + K_t K_tᵀ) P + λ I] = R_t K_tᵀ P − S_{t−1} C0 P`` (the paper has λ = 1).
+    With ``P = I`` this is the minimiser of
+    ``‖(W_{t−1}+Δ) K_t − V_t‖² + ‖(S_{t−1}+Δ) K0‖² + λ‖Δ‖²``: the latest batch, the
+    preserved keys measured from ``W0``, and a Tikhonov damping of the *step*. With
+    a projector ``P`` (λ > 0) the step satisfies ``Δ = Δ P`` and minimises the same
+    objective over ``Δ P``. Where ``C0 P = 0`` exactly, it is Eq. 3.
+
+    It is the OTE of the latest task only when λ = 0: the damping acts on each step,
+    so ``W_t − W0`` is not pulled back in the directions C0 does not see. The rule
+    that *is* that OTE for every λ is :func:`memorize_latest_recentred` (Eq. 32).
+
+    Arguments:
+        W: ``W_{t−1}``; K, V: the latest batch.
+        S: ``Σ_{τ<t} Δ_τ = W_{t−1} − W0`` ``[d_o, d_i]``.
+        P, C0, lam: the objective.
+    Returns:
+        ``Δ_t`` ``[d_o, d_i]``.
+    """
+    return _memorize_step(W, K, V, S, P, C0, lam, recentred=False)
+
+
+def memorize_latest_recentred(W: Tensor, K: Tensor, V: Tensor, S: Tensor, *, P: Optional[Tensor] = None,
+                              C0: Optional[Tensor] = None, lam: float = 0.0) -> Tensor:
+    """Memorize-the-latest re-centred on ``W0`` (Eq. 32; Eq. 4 plus ``−λ S_{t−1}``).
+
+    Derivation: the task at step t keeps only the latest batch and the preserved keys,
+    ``W_t = argmin ‖W K_t − V_t‖² + ‖(W − W0) K0‖² + λ‖W − W0‖²`` (through ``P``), whose
+    OTE is ``Δ_total [(C0 + K_t K_tᵀ) P + λ I] = (V_t − W0 K_t) K_tᵀ P``. Write
+    ``Δ_total = S_{t−1} + Δ_t`` and ``V_t − W0 K_t = R_t + S_{t−1} K_t``; the
+    ``S_{t−1} K_t K_tᵀ P`` terms cancel and what is left is::
+
+        Δ_t [(C0 + K_t K_tᵀ) P + λ I] = R_t K_tᵀ P − S_{t−1} (C0 P + λ I)
+
+    i.e. the printed Eq. 4 (:func:`memorize_latest_full`) with its Tikhonov term
+    moved from the step to ``W − W0`` (the re-centring of Eq. 23). It is what
+    Remark A.4's conflict-mode construction (Eq. 31, forget the previous batch, add
+    the latest) computes, and differs from Eq. 4 only by ``λ S_{t−1}``.
+
+    Arguments:
+        as :func:`memorize_latest_full`.
+    Returns:
+        ``Δ_t``; then ``W0 + S + Δ_t`` is the OTE of the latest task.
+    """
+    return _memorize_step(W, K, V, S, P, C0, lam, recentred=True)
 
 
 # --------------------------------------------------------------------------- projector
@@ -329,6 +408,10 @@ def prune(D: Tensor, sigma_ref: float) -> Tensor:
 
     Each ``σ_i > σ_ref`` becomes ``σ_ref + ln σ_i − ln σ_ref``; the others stay.
 
+    Departure, stated: otelab applies it to each step's edit, the paper's
+    ``R_p(Δ_t)`` (its Algorithm 1 post-processes ``Δ_t``). The PRUNE authors' code
+    instead restrains the accumulated edit ``W_t − W0`` once, after all edits.
+
     Arguments:
         D: the edit ``[d_o, d_i]``; sigma_ref: ``σ_max`` of the unedited weights.
     Returns:
@@ -342,6 +425,11 @@ def prune(D: Tensor, sigma_ref: float) -> Tensor:
 
 def rect(D: Tensor, W_ref: Tensor, keep: float = 0.2) -> Tensor:
     """RECT: keep the top ``keep`` fraction of entries by relative change ``|Δ/W|``; zero the rest.
+
+    The default ``keep = 0.2`` is what the paper's Table 6 calls the "stronger"
+    setting (RECT-20 %); the seed code's naive RECT keeps 40 % (``keep=0.4``). Both
+    are offered (``Rect(W0, keep=...)``, the engine's ``rect_keep``). Applied per step,
+    like :func:`prune`.
 
     Arguments:
         D: the edit ``[d_o, d_i]``; W_ref: the unedited weights, same shape.
@@ -402,6 +490,13 @@ def corrected_step(W: Tensor, K: Tensor, V: Tensor, A_prev: Tensor, E: Tensor,
 
     so ``W_t + E_t = W0 + Δ_total,t`` exactly (Prop. A.3).
 
+    Departure, stated: otelab's ``E`` lives in weight space (the virtual weights are
+    ``W + E``). The paper's Algorithm 1 carries its error on the right-hand side of
+    the normal equation instead, ``E_paper,t = −E_t A_t`` (``A_t`` its ``C_t``):
+    ``D_t = (R_t K_tᵀ P − E_paper,t−1) A_t⁻¹``, ``Δ̂_t = post(D_t)``,
+    ``E_paper,t = (Δ̂_t − D_t) A_t``. Both give the same ``Δ̂_t`` at every step, since
+    ``D_t A_t = R_t K_tᵀ P + E_{t−1} A_{t−1}``.
+
     Returns:
         ``(Δ̂_t, A_t, E_t)``: the step to apply, the new accumulated matrix, the new error.
     """
@@ -457,6 +552,17 @@ def conflict_update(W: Tensor, A_prev: Tensor, *, P: Optional[Tensor] = None,
 
     A changed key keeps its place in ``A``; only its value moves.
 
+    Departure, stated: the paper's Eq. 30 writes the re-valued term with ``V_Bo``;
+    read as the resolved values it is ``(v_new − v_resolved) kᵀ P``, which is zero
+    under the "latest" policy (the new value is cancelled). otelab uses
+    ``(v_resolved − v_old) kᵀ P``, which lands on the OTE of the resolved set for
+    every policy (checked by ``otelab verify``); the two agree when ``V_Bo`` is read
+    as the *old* values and the policy is "latest". Notebook 04 shows both.
+
+    Arguments:
+        W: ``W_{t−1}`` ``[d_o, d_i]``; A_prev: ``A_{t−1}``; P: as in ``A_prev``.
+        K_new, V_new: keys/values added; K_changed, V_old, V_resolved: re-valued keys
+        with their stored and resolved values; K_dropped, V_dropped: keys forgotten.
     Returns:
         ``(Δ_t, A_t)``.
     """
@@ -511,8 +617,8 @@ def rls_step(W: Tensor, K: Tensor, V: Tensor, Q: Tensor) -> tuple[Tensor, Tensor
     _check_shapes(W, K, V, None, Q)
     QK = Q @ K                                                 # [d_i, n]
     S = _eye(K.shape[1], K) + K.T @ QK                          # [n, n], symmetric PD
-    try:
-        G = torch.linalg.solve(S, QK.T)                        # [n, d_i] = S⁻¹ Kᵀ Q
+    try:                                                       # float64 on every device, like solve_normal
+        G = torch.linalg.solve(S.double(), QK.T.double()).to(Q.dtype)   # [n, d_i] = S⁻¹ Kᵀ Q
     except RuntimeError as err:
         raise SolveError(f"RLSEdit: could not solve the n×n Woodbury system ({err})") from None
     delta = (V - W @ K) @ G                                    # [d_o, d_i]
@@ -525,7 +631,7 @@ def rls_step(W: Tensor, K: Tensor, V: Tensor, Q: Tensor) -> tuple[Tensor, Tensor
 
 # --------------------------------------------------------------------------- the stateful editor
 
-MODES = ("aligned", "naive", "memorize-nullspace", "memorize-full", "conflict", "rls")
+MODES = ("aligned", "naive", "memorize-nullspace", "memorize-full", "memorize-recentred", "conflict", "rls")
 
 
 class SequentialEditor:
@@ -536,7 +642,8 @@ class SequentialEditor:
         mode: one of :data:`MODES`:
             ``aligned`` (Remark A.1; AlphaEdit when ``P`` is a projector and ``C0`` None),
             ``naive`` (repeated OTE), ``memorize-nullspace`` (Eq. 3),
-            ``memorize-full`` (Eq. 4), ``conflict`` (Prop. 3.5 with ``resolve``),
+            ``memorize-full`` (Eq. 4 as printed), ``memorize-recentred`` (Eq. 32, the OTE
+            of the latest task), ``conflict`` (Prop. 3.5 with ``resolve``),
             ``rls`` (RLSEdit by Woodbury; P must be None).
         P: ``[d_i, d_i]`` or None (identity).
         C0: weighted preserved covariance ``[d_i, d_i]`` or None.
@@ -548,7 +655,7 @@ class SequentialEditor:
 
     State: ``aligned``/``conflict`` keep ONE ``d_i×d_i`` matrix ``A`` with C0 and λI
     folded in (``rls`` keeps ``Q = A⁻¹`` instead), plus ``E`` only when a corrected
-    post-processing operator is on; ``memorize-full`` keeps ``S = Σ Δτ``;
+    post-processing operator is on; the memorize modes keep ``S = Σ Δτ``;
     ``conflict`` keeps the active keys and values.
     """
 
@@ -562,7 +669,7 @@ class SequentialEditor:
             raise EditError(f"lam must be ≥ 0, got {lam}")
         if mode == "rls" and P is not None:
             raise EditError("mode 'rls' solves the P = I objective; pass P=None")
-        if post is not None and mode in ("memorize-nullspace", "memorize-full", "conflict", "rls"):
+        if post is not None and mode not in ("aligned", "naive"):
             raise EditError(f"post-processing is supported in modes 'aligned' and 'naive', not {mode!r}")
         self.d_i, self.mode, self.lam, self.post, self.resolve = d_i, mode, float(lam), post, resolve
         self.correct = bool(correct and post is not None and mode == "aligned")
@@ -576,7 +683,7 @@ class SequentialEditor:
         elif mode == "rls":
             self.Q = rls_init(d_i, C0=self.C0, lam=self.lam, like=self._like())
         self.E: Optional[Tensor] = None       # [d_o, d_i], Algorithm 1 only
-        self.S: Optional[Tensor] = None       # [d_o, d_i], memorize-full only
+        self.S: Optional[Tensor] = None       # [d_o, d_i], memorize modes with S only
         self.keys: dict[Hashable, tuple[Tensor, Tensor]] = {}   # conflict only: id -> (k [d_i], v [d_o])
         self.t = 0
 
@@ -633,9 +740,10 @@ class SequentialEditor:
             if P is None:
                 raise EditError("mode 'memorize-nullspace' needs the null-space projector P")
             delta = memorize_latest_nullspace(W, K, V, P, lam)
-        elif self.mode == "memorize-full":
+        elif self.mode in ("memorize-full", "memorize-recentred"):
             S = self.S if self.S is not None else torch.zeros_like(W)
-            delta = memorize_latest_full(W, K, V, S, P=P, C0=C0, lam=lam)
+            rule = memorize_latest_full if self.mode == "memorize-full" else memorize_latest_recentred
+            delta = rule(W, K, V, S, P=P, C0=C0, lam=lam)
             new_state["S"] = S + delta
         elif self.mode == "rls":
             delta, new_state["Q"] = rls_step(W, K, V, self.Q)

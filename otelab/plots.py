@@ -24,7 +24,8 @@ LABELS = {
     "cond": "cond(W_t)",
     "ote_distance": "‖W_t − W_OTE,t‖ / ‖W_OTE,t − W0‖",
     "virtual_ote_distance": "‖W_t + E_t − W_OTE,t‖ / ‖W_OTE,t − W0‖",
-    "omitted_norm": "‖S_t (C0 P + λI)‖ (the term Eq. 3 drops)",
+    "omitted_norm": "‖S_t C0 P‖ (the term Eq. 3 drops from Eq. 4)",
+    "error_norm": "‖E_t‖_F (Algorithm 1's carried error)",
 }
 
 

@@ -195,7 +195,8 @@ def _ed(mode: str, use_P: bool, use_C0: bool, **kw) -> Callable[[ToyWorld], Sequ
 
 
 _prune = lambda w: Prune.for_weights(w.W0)            # noqa: E731
-_rect = lambda w: Rect(w.W0, keep=0.2)                # noqa: E731
+_rect = lambda w: Rect(w.W0, keep=0.2)                # noqa: E731  the paper's "stronger" RECT-20 % (Table 6)
+_rect40 = lambda w: Rect(w.W0, keep=0.4)              # noqa: E731  the seed code's naive RECT keeps 40 %
 
 # name -> (editor factory, the task whose OTE the rule should track)
 RULES: dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]] = {
@@ -203,7 +204,8 @@ RULES: dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]] = {
     "alphaedit": (_ed("aligned", True, False), "all"),                    # AlphaEdit (Eq. 2)
     "naive": (_ed("naive", False, True), "all"),                          # repeated one-time edit
     "memorize-nullspace": (_ed("memorize-nullspace", True, False), "latest"),   # Eq. 3
-    "memorize-full": (_ed("memorize-full", True, True), "latest"),        # Eq. 4
+    "memorize-full": (_ed("memorize-full", True, True), "latest"),        # Eq. 4 as printed
+    "memorize-recentred": (_ed("memorize-recentred", True, True), "latest"),  # Eq. 32: OTE of the latest task
     "memorize-conflict": (_ed("conflict", True, True, resolve=resolve_forget), "latest"),  # Eq. 31
     "conflict-latest": (_ed("conflict", False, True, resolve=resolve_latest), "resolved"),
     "conflict-first": (_ed("conflict", False, True, resolve=resolve_first), "resolved"),
@@ -213,16 +215,18 @@ RULES: dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]] = {
     "prune-corrected": (_ed("aligned", False, True, post=_prune, correct=True), "all"),
     "rect": (_ed("aligned", False, True, post=_rect, correct=False), "all"),
     "rect-corrected": (_ed("aligned", False, True, post=_rect, correct=True), "all"),
+    "rect40": (_ed("aligned", False, True, post=_rect40, correct=False), "all"),
+    "rect40-corrected": (_ed("aligned", False, True, post=_rect40, correct=True), "all"),
 }
 
 _MODE_TASK = {"aligned": "all", "naive": "all", "rls": "all", "memorize-nullspace": "latest",
-              "memorize-full": "latest", "conflict": "resolved"}
+              "memorize-full": "latest", "memorize-recentred": "latest", "conflict": "resolved"}
 
 
 # --------------------------------------------------------------------------- the trace
 
 METRICS = ("preserved_error", "edits_error", "latest_error", "delta_norm", "cond", "ote_distance",
-           "virtual_ote_distance", "omitted_norm")
+           "virtual_ote_distance", "omitted_norm", "error_norm")
 
 
 @dataclass
@@ -239,8 +243,9 @@ class ToyTrace:
         ote_distance: ``‖W_t − W_OTE,t‖ / ‖W_OTE,t − W0‖`` for the rule's task.
         virtual_ote_distance: the same for ``W_t + E_t`` (Algorithm 1's virtual weights, Prop. A.3);
             NaN unless the editor carries an error ``E``.
-        omitted_norm: ``‖S_t (C0 P + λ I)‖`` with ``S_t = W_t − W0``, the term Eq. 3 drops
+        omitted_norm: ``‖S_t C0 P‖`` with ``S_t = W_t − W0``, the term Eq. 3 drops from Eq. 4
             (memorize rules only; NaN otherwise).
+        error_norm: ``‖E_t‖_F``, Algorithm 1's carried error (NaN unless the editor carries one).
         W_final: ``W_T`` ``[d_o, d_i]``.
     """
 
@@ -254,6 +259,7 @@ class ToyTrace:
     ote_distance: list = field(default_factory=list)
     virtual_ote_distance: list = field(default_factory=list)
     omitted_norm: list = field(default_factory=list)
+    error_norm: list = field(default_factory=list)
     W_final: Optional[Tensor] = field(default=None, repr=False)
 
     @property
@@ -356,6 +362,7 @@ def run_rule(world: ToyWorld, rule: Union[str, Callable[[ToyWorld], SequentialEd
         trace.edits_error.append(_rel(W @ Ke - Ve, Ve))
         trace.latest_error.append(_rel(W @ K - V, V))
         trace.delta_norm.append(float(D.norm()))
+        trace.error_norm.append(float(editor.E.norm()) if editor.E is not None else float("nan"))
         want_cond = cond_every and (t % cond_every == 0 or last or t == 1)
         if want_cond:
             sv = torch.linalg.svdvals(W)
@@ -378,7 +385,7 @@ def run_rule(world: ToyWorld, rule: Union[str, Callable[[ToyWorld], SequentialEd
             trace.ote_distance.append(float("nan"))
             trace.virtual_ote_distance.append(float("nan"))
         if memorize and (t % ote_every == 0 or last or t == 1):
-            trace.omitted_norm.append(float(omitted_term(D, P=P, C0=world.C0w, lam=lam).norm()))
+            trace.omitted_norm.append(float(omitted_term(D, P=P, C0=world.C0w).norm()))
         else:
             trace.omitted_norm.append(float("nan"))
     trace.W_final = W

@@ -69,7 +69,8 @@ def test_demo_quick_tiny_writes_metrics_and_report(tmp_path, offline_texts, corp
     assert "Theory: every identity, checked numerically" in page
     assert "Settings used" in page and "&quot;n_records&quot;: 4" in page and "tiny-llama" in page
     n_panels = len(re.findall(r"<div class='panel'", page))
-    assert n_panels == len(demo.DEFAULT_PAIRS) * len(PANELS)
+    # plus the toy collapse figure, which `otelab verify --quick` now also reproduces (at a small size)
+    assert n_panels == len(demo.DEFAULT_PAIRS) * len(PANELS) + (1 if m["verify"]["toy_collapse"] else 0)
     assert page.count("Plotly.newPlot") == n_panels
     # plotly.js is inline (its own source mentions the CDN as a config default, so look for a script tag)
     assert not re.search(r"<script[^>]*\ssrc=", page)

@@ -53,7 +53,7 @@ def test_prop_a3_checker():
 def test_eq4_checker():
     assert ex.check_eq4(lambda W, K, V, S, P, C0, lam: ote.memorize_latest_full(W, K, V, S, P=P, C0=C0, lam=lam))
     res = ex.check_eq4(lambda W, K, V, S, P, C0, lam: ote.memorize_latest_nullspace(W, K, V, P, lam))
-    assert not res and "Eq. 3" in res.message and "omitted term" in res.message
+    assert not res and "Eq. 3" in res.message and "preserved term" in res.message
 
 
 def test_conflict_checker():
@@ -61,3 +61,45 @@ def test_conflict_checker():
         lambda W, A, K, Vo, Vn, P: ote.conflict_update(W, A, P=P, K_changed=K, V_old=Vo, V_resolved=Vn)[0])
     res = ex.check_conflict_step(lambda W, A, K, Vo, Vn, P: ote.conflict_update(W, A, P=P, K_new=K, V_new=Vn)[0])
     assert not res and "keeps its place in A" in res.message
+
+
+def test_eq4_checker_accepts_the_printed_equation_and_rejects_the_recentred_one():
+    import torch
+
+    def printed(W, K, V, S, P, C0, lam):                  # the paper's Eq. 4, written out
+        I = torch.eye(W.shape[1], dtype=W.dtype)
+        A = (C0 + K @ K.T) @ P + lam * I
+        B = (V - W @ K) @ K.T @ P - S @ C0 @ P
+        return torch.linalg.solve(A.T, B.T).T
+    assert ex.check_eq4(printed)
+    res = ex.check_eq4(lambda W, K, V, S, P, C0, lam:
+                       ote.memorize_latest_recentred(W, K, V, S, P=P, C0=C0, lam=lam))
+    assert not res and "Eq. 32" in res.message
+
+
+def test_eq4_checker_uses_a_p_that_does_not_commute_with_c0():
+    """−S P C0 equals −S C0 P when P commutes with C0; the random-P stream must catch it."""
+    import torch
+
+    def wrong_order(W, K, V, S, P, C0, lam):
+        A = ote.system_matrix(K, P=P, C0=C0, lam=lam)
+        return ote.solve_normal((V - W @ K) @ K.T @ P - S @ P @ C0, A)
+    res = ex.check_eq4(wrong_order)
+    assert not res and "P on the right" in res.message
+
+
+def test_prop_a3_checker_accepts_the_papers_verbatim_algorithm(capsys):
+    import torch
+
+    def paper(W, K, V, C_prev, E, post):                  # Algorithm 1 with the error on the right-hand side
+        C = C_prev + K @ K.T
+        D = torch.linalg.solve(C.T, ((V - W @ K) @ K.T - E).T).T
+        applied = post(D)
+        return applied, C, (applied - D) @ C
+    res = ex.check_prop_a3(paper)
+    assert res and "paper's convention" in res.message
+
+    def paper_wrong_sign(W, K, V, C_prev, E, post):
+        applied, C, E_new = paper(W, K, V, C_prev, E, post)
+        return applied, C, -E_new
+    assert not ex.check_prop_a3(paper_wrong_sign)

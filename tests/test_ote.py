@@ -196,22 +196,52 @@ def test_memorize_nullspace_is_eq3():
 
 @given(shapes, st.sampled_from([("none", 0.0), ("none", 0.5), ("projector", 0.1), ("random", 1.0)]))
 @PROPS
-def test_memorize_full_lands_on_the_latest_ote(s, obj):
-    """Eq. 4: W0 + S_{t−1} + Δ_t is the OTE of the latest batch (with C0, P, λ)."""
+def test_memorize_recentred_lands_on_the_latest_ote(s, obj):
+    """Eq. 32 (re-centred): W0 + S_{t−1} + Δ_t is the OTE of the latest batch (with C0, P, λ)."""
     p = problem(s["seed"], s["d_i"], s["d_o"], s["n"], s["T"], P=obj[0])
     P, lam = p["P"], obj[1]
     W = p["W0"].clone()
     for K, V in p["batches"]:
         S = W - p["W0"]
-        W = W + ote.memorize_latest_full(W, K, V, S, P=P, C0=p["C0"], lam=lam)
+        W = W + ote.memorize_latest_recentred(W, K, V, S, P=P, C0=p["C0"], lam=lam)
         assert rel(W - p["W0"], ote.ote_update(p["W0"], K, V, P=P, C0=p["C0"], lam=lam)) < 1e-8
+
+
+@given(shapes, st.sampled_from([("none", 0.0), ("none", 0.5), ("projector", 0.1), ("random", 1.0)]))
+@PROPS
+def test_memorize_full_is_the_printed_eq4(s, obj):
+    """Eq. 4 as printed: Δ [(C0 + KKᵀ)P + λI] = R KᵀP − S C0 P; the latest OTE only when λ = 0."""
+    p = problem(s["seed"], s["d_i"], s["d_o"], s["n"], s["T"], P=obj[0])
+    P, lam = p["P"], obj[1]
+    Pm = torch.eye(s["d_i"], dtype=F64) if P is None else P
+    W = p["W0"].clone()
+    for K, V in p["batches"]:
+        S = W - p["W0"]
+        d = ote.memorize_latest_full(W, K, V, S, P=P, C0=p["C0"], lam=lam)
+        A = (p["C0"] + K @ K.T) @ Pm + lam * torch.eye(s["d_i"], dtype=F64)
+        B = (V - W @ K) @ K.T @ Pm - S @ p["C0"] @ Pm
+        assert rel(d @ A, B) < 1e-8
+        W = W + d
+        if lam == 0:
+            assert rel(W - p["W0"], ote.ote_update(p["W0"], K, V, P=P, C0=p["C0"])) < 1e-8
+
+
+def test_eq4_and_recentred_differ_by_lambda_s():
+    p = problem(5, P="projector", T=4)
+    full = ote.SequentialEditor(10, "memorize-full", P=p["P"], C0=p["C0"], lam=0.5)
+    rec = ote.SequentialEditor(10, "memorize-recentred", P=p["P"], C0=p["C0"], lam=0.5)
+    Wf = Wr = p["W0"].clone()
+    for K, V in p["batches"]:
+        Wf, Wr = Wf + full.step(K, V, Wf), Wr + rec.step(K, V, Wr)
+    assert rel(Wf, Wr) > 1e-3                                # λ > 0: the two rules are different
+    assert torch.equal(full.S, Wf - p["W0"]) or rel(full.S, Wf - p["W0"]) < 1e-12
 
 
 def test_omitted_term_formula_and_eq3_vs_eq4():
     p = problem(8, P="projector")
     S = torch.randn(6, 10, dtype=F64)
-    om = ote.omitted_term(S, P=p["P"], C0=p["C0"], lam=0.3)
-    assert rel(om, -S @ (p["C0"] @ p["P"] + 0.3 * torch.eye(10, dtype=F64))) < 1e-14
+    om = ote.omitted_term(S, P=p["P"], C0=p["C0"])
+    assert rel(om, -S @ p["C0"] @ p["P"]) < 1e-14
     assert torch.equal(ote.omitted_term(S), torch.zeros_like(S))
     # Eq. 4 with C0 = 0 and S = 0 is Eq. 3
     K, V = p["batches"][0]
@@ -219,6 +249,27 @@ def test_omitted_term_formula_and_eq3_vs_eq4():
                ote.memorize_latest_nullspace(p["W0"], K, V, p["P"], 0.3)) < 1e-12
     with pytest.raises(EditError, match="S has shape"):
         ote.memorize_latest_full(p["W0"], K, V, S.T, P=p["P"], lam=0.3)
+
+
+def test_float32_state_is_solved_in_float64():
+    """An ill-conditioned C0 (cond ≈ 1e7) with a float32 state: the step matches the float64 solve."""
+    g = torch.Generator().manual_seed(3)
+    d_i, d_o = 24, 8
+    U, _ = torch.linalg.qr(torch.randn(d_i, d_i, dtype=F64, generator=g))
+    C0 = (U * torch.logspace(0, -7, d_i, dtype=F64)) @ U.T                  # [d_i, d_i], cond 1e7
+    C0 = ((C0 + C0.T) / 2).float()
+    W = torch.randn(d_o, d_i, generator=g).float()
+    K = (0.01 * torch.randn(d_i, 2, dtype=F64, generator=g)).float()
+    V = W @ K + 0.1 * torch.randn(d_o, 2, generator=g).float()
+    ed = ote.SequentialEditor(d_i, "aligned", C0=C0, dtype=torch.float32)
+    delta = ed.step(K, V, W)
+    assert delta.dtype == torch.float32
+    A32, B32 = ed.A, (V - W @ K) @ K.T                                      # the float32 system the step solves
+    ref = torch.linalg.solve(A32.double(), B32.double().T).T                 # its exact (float64) solution
+    assert rel(delta.double(), ref) < 1e-6                                   # float32 rounding of the result only
+    # what a float32 solve of the same system gives: off by orders of magnitude more
+    f32 = torch.linalg.solve(A32, B32.T).T
+    assert rel(f32.double(), ref) > 100 * rel(delta.double(), ref)
 
 
 # --------------------------------------------------------------------------- projector, PRUNE, RECT
@@ -346,10 +397,10 @@ def test_conflict_mode_tracks_the_ote_of_the_resolved_set(s, how, obj):
 
 
 def test_memorize_latest_is_conflict_mode_with_forgetting():
-    """Remark A.4: dropping the previous batch each step (Eq. 31) reproduces Eq. 32."""
+    """Remark A.4: dropping the previous batch each step (Eq. 31) reproduces Eq. 32 (the re-centred rule)."""
     p = problem(13, P="projector", T=5)
     conf = SequentialEditor(10, "conflict", P=p["P"], C0=p["C0"], lam=0.1, resolve=ote.resolve_forget)
-    full = SequentialEditor(10, "memorize-full", P=p["P"], C0=p["C0"], lam=0.1)
+    full = SequentialEditor(10, "memorize-recentred", P=p["P"], C0=p["C0"], lam=0.1)
     Wc, Wf, prev = p["W0"].clone(), p["W0"].clone(), None
     for t, (K, V) in enumerate(p["batches"]):
         ids = [(t, j) for j in range(K.shape[1])]

@@ -70,17 +70,27 @@ def test_config_validation(bad, match):
         ToyConfig(**bad)
 
 
-@pytest.mark.parametrize("rule", ["memit", "alphaedit", "rls", "memorize-full", "memorize-conflict"])
+@pytest.mark.parametrize("rule", ["memit", "alphaedit", "rls", "memorize-recentred", "memorize-conflict"])
 def test_ote_aligned_rules_sit_on_their_ote(world, rule):
     tr = run_rule(world, rule, cond_every=0)
     assert max(tr.ote_distance) < 1e-8
 
 
-def test_memorize_conflict_equals_memorize_full(world):
-    a = run_rule(world, "memorize-full", cond_every=0)
+def test_memorize_conflict_equals_memorize_recentred(world):
+    a = run_rule(world, "memorize-recentred", cond_every=0)
     b = run_rule(world, "memorize-conflict", cond_every=0)
     assert torch.allclose(a.W_final, b.W_final, atol=1e-10)
     assert a.preserved_error == pytest.approx(b.preserved_error, rel=1e-8)
+
+
+def test_printed_eq4_is_off_the_latest_ote_by_its_damping(world):
+    """Eq. 4 as printed damps the step, not W − W0: close to, but not on, the latest task's OTE (λ > 0)."""
+    full = run_rule(world, "memorize-full", cond_every=0)
+    rec = run_rule(world, "memorize-recentred", cond_every=0)
+    assert max(rec.ote_distance) < 1e-8
+    assert 1e-4 < full.ote_distance[-1] < 0.5
+    # both keep the preserved keys: their preserved errors are within 20 % of each other
+    assert full.preserved_error[-1] == pytest.approx(rec.preserved_error[-1], rel=0.2)
 
 
 def test_misaligned_rules_leave_the_ote_path(world):
@@ -162,3 +172,13 @@ def test_plots_and_explorer_update_in_place(world):
     box.sliders["steps"].value = 20                                    # re-runs the toy, same widget
     assert box.children[-1] is fw and len(fw.data[0].x) == 20
     assert "null dims" in box.children[1].value
+
+
+def test_error_norm_is_algorithm_1s_carried_error(world):
+    big = make_world(SMALL, value_noise=8.0)
+    tr = run_rule(big, "rect-corrected", cond_every=0)
+    plain = run_rule(big, "rect", cond_every=0)
+    assert all(v > 0 for v in tr.error_norm)                 # RECT removes something at every step
+    assert all(v != v for v in plain.error_norm)             # no carried error without correction: NaN
+    # ‖E_t‖ is the gap between the applied and the virtual weights: ‖W_t + E_t − W_OTE‖ = 0 while ‖W_t − W_OTE‖ > 0
+    assert max(tr.virtual_ote_distance) < 1e-9 and tr.ote_distance[-1] > 0
