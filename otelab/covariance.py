@@ -245,6 +245,22 @@ def _load(path: Path, request: dict) -> tuple[torch.Tensor | None, str | None]:
     return c, None
 
 
+def resolve_n_tokens(loaded: "LoadedModel", n_tokens: int | None = None) -> int:
+    """The token count :func:`get_covariance` uses for ``n_tokens``.
+
+    Arguments:
+        loaded: the model; its preset's ``mom2_n_tokens`` is the default.
+        n_tokens: an explicit count, or ``None``.
+    Returns:
+        ``n_tokens``, or the preset's ``mom2_n_tokens`` (``DEFAULT_N_TOKENS`` if it has none),
+        capped at ``CI_COV_TOKENS`` at CI size.
+    """
+    if n_tokens is not None:
+        return n_tokens
+    n_tokens = int(getattr(loaded.preset, "mom2_n_tokens", None) or DEFAULT_N_TOKENS)
+    return min(n_tokens, CI_COV_TOKENS) if ci_size() else n_tokens
+
+
 def get_covariance(loaded: "LoadedModel", layers: int | Iterable[int],
                    corpus: "Corpus | str | None" = None, n_tokens: int | None = None,
                    max_len: int = 128, batch_size: int = 8, dtype: torch.dtype = torch.float32,
@@ -276,10 +292,7 @@ def get_covariance(loaded: "LoadedModel", layers: int | Iterable[int],
 
     layer_list = _normalise_layers(loaded, layers)
     corpus = get_corpus(corpus)
-    if n_tokens is None:
-        n_tokens = int(getattr(loaded.preset, "mom2_n_tokens", None) or DEFAULT_N_TOKENS)
-        if ci_size():
-            n_tokens = min(n_tokens, CI_COV_TOKENS)
+    n_tokens = resolve_n_tokens(loaded, n_tokens)
     folder = Path(directory) if directory is not None else cache_dir("covariance")
     folder.mkdir(parents=True, exist_ok=True)
 

@@ -1,0 +1,263 @@
+"""Saving sessions never loses work: what save refuses, atomic replacement under SIGKILL, verified loads."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import time
+
+import pytest
+import torch
+
+from otelab import session_store
+from otelab.engine import EditSession, SessionError
+from otelab.models import tiny_model
+from otelab.requests import EditRequest
+
+REQS = [EditRequest("{} lives in the city of", "Alice", "Paris"),
+        EditRequest("{} works as a", "Bob", "doctor")]
+
+
+def cov_for(lm):
+    d_i = lm.adapter.get_W(lm.model, lm.layers[0]).shape[1]
+    X = torch.randn(d_i, 4 * d_i, generator=torch.Generator().manual_seed(0))
+    return {l: 1e-2 * X @ X.T / X.shape[1] for l in lm.layers}
+
+
+def fresh():
+    lm = tiny_model("llama")
+    lm.preset = lm.preset.replace(v_steps=2)
+    return lm
+
+
+@pytest.fixture(scope="module")
+def two_sessions():
+    """Session A (one step) and B (two steps) on two copies of the same tiny model."""
+    lm_a, lm_b = fresh(), fresh()
+    a = EditSession(lm_a, "memit", "aligned", cov=cov_for(lm_a), progress=False)
+    a.step(REQS[:1])
+    b = EditSession(lm_b, "memit", "aligned", cov=cov_for(lm_b), progress=False)
+    b.step(REQS[:1])
+    b.step(REQS[1:])
+    return a, b
+
+
+def which(path, a, b, lm):
+    """Load ``path`` onto ``lm`` (verified), say whether it is A or B, and reset ``lm``."""
+    s = EditSession.load(path, lm, cov=cov_for(lm), progress=False)
+    try:
+        got = [r.requests for r in s.history]
+        for name, ref in (("A", a), ("B", b)):
+            if got == [r.requests for r in ref.history]:
+                for l in lm.layers:
+                    assert torch.equal(lm.adapter.get_W(lm.model, l), ref.loaded.adapter.get_W(ref.loaded.model, l))
+                return name
+        raise AssertionError(f"{path} holds neither session: {got}")
+    finally:
+        s.reset()
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".otelab-"))
+
+
+# ----------------------------------------------------------------------------- what save refuses
+
+def test_save_refuses_a_folder_that_is_not_a_session(two_sessions, tmp_path):
+    a, _ = two_sessions
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "notes.txt").write_text("my notes")
+    (runs / "session.json").write_text("{}")     # even with a file of that name
+    with pytest.raises(SessionError, match="not an otelab session") as err:
+        a.save(runs)
+    assert str(runs) in str(err.value) and "\n" not in str(err.value)
+    assert sorted(p.name for p in runs.iterdir()) == ["notes.txt", "session.json"]
+    assert (runs / "notes.txt").read_text() == "my notes"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("where", [".", "..", "cwd"])
+def test_save_refuses_the_working_directory_and_its_parents(two_sessions, tmp_path, monkeypatch, where):
+    a, _ = two_sessions
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("x")
+    monkeypatch.chdir(work)
+    target = work if where == "cwd" else where
+    with pytest.raises(SessionError, match="working directory"):
+        a.save(target)
+    assert (work / "keep.txt").read_text() == "x"
+    assert leftovers(work) == [] and leftovers(tmp_path) == []
+
+
+def test_save_refuses_a_file(two_sessions, tmp_path):
+    a, _ = two_sessions
+    f = tmp_path / "s"
+    f.write_text("data")
+    with pytest.raises(SessionError, match="not a folder"):
+        a.save(f)
+    assert f.read_text() == "data"
+
+
+def test_save_replaces_a_session_and_fills_an_empty_folder(two_sessions, tmp_path):
+    a, b = two_sessions
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    a.save(empty)
+    a.save(tmp_path / "s")
+    b.save(tmp_path / "s")
+    lm = fresh()
+    assert which(empty, a, b, lm) == "A"
+    assert which(tmp_path / "s", a, b, lm) == "B"
+    assert sorted(os.listdir(tmp_path / "s")) == ["session.json", "state.safetensors"]
+    assert leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- loading twice
+
+def test_load_onto_an_already_edited_model_is_refused_and_reset_returns_to_w0(two_sessions, tmp_path):
+    a, b = two_sessions
+    b.save(tmp_path / "s")
+    lm = fresh()
+    W0 = {l: lm.adapter.get_W(lm.model, l).clone() for l in lm.layers}
+    s = EditSession.load(tmp_path / "s", lm, cov=cov_for(lm), progress=False)
+    edited = {l: lm.adapter.get_W(lm.model, l).clone() for l in lm.layers}
+    with pytest.raises(SessionError, match="already edited"):
+        EditSession.load(tmp_path / "s", lm, cov=cov_for(lm), progress=False)
+    for l in lm.layers:                                   # the refused load changed nothing
+        assert torch.equal(lm.adapter.get_W(lm.model, l), edited[l])
+    with pytest.raises(SessionError, match="already edited"):   # nor onto the model that made it
+        EditSession.load(tmp_path / "s", b.loaded, cov=cov_for(lm), progress=False)
+    s.reset()
+    for l in lm.layers:
+        assert torch.equal(lm.adapter.get_W(lm.model, l), W0[l])
+
+
+# ----------------------------------------------------------------------------- recovery of leftovers
+
+def test_interrupted_between_renames_is_restored_on_load(two_sessions, tmp_path):
+    """The path is missing but the complete new session waits beside it: load puts it back."""
+    a, b = two_sessions
+    target = tmp_path / "s"
+    b.save(target)
+    a.save(tmp_path / "other")
+    os.rename(target, tmp_path / ".otelab-new-s-abc")
+    (tmp_path / ".otelab-new-s-abc" / session_store.MARKER).write_text(
+        json.dumps({"role": "new", "target": "s", "complete": True}))
+    os.rename(tmp_path / "other", tmp_path / ".otelab-old-s-1234")
+    (tmp_path / ".otelab-old-s-1234" / session_store.MARKER).write_text(
+        json.dumps({"role": "old", "target": "s", "complete": True}))
+    assert which(target, a, b, fresh()) == "B"
+    assert leftovers(tmp_path) == []
+
+
+def test_stale_temporary_folders_are_removed_but_nothing_else(two_sessions, tmp_path):
+    a, _ = two_sessions
+    stale = tmp_path / ".otelab-new-s-zzz"
+    stale.mkdir()
+    (stale / "state.safetensors").write_bytes(b"x" * 1000)
+    (stale / session_store.MARKER).write_text(json.dumps({"role": "new", "target": "s", "complete": False}))
+    empty = tmp_path / ".otelab-new-s-empty"
+    empty.mkdir()
+    lookalike = tmp_path / ".otelab-new-s-mine"       # the name, but no marker: not otelab's
+    lookalike.mkdir()
+    (lookalike / "data.txt").write_text("keep")
+    other_target = tmp_path / ".otelab-old-s-x"       # a marker for another target
+    other_target.mkdir()
+    (other_target / session_store.MARKER).write_text(json.dumps({"role": "old", "target": "t"}))
+    a.save(tmp_path / "s")
+    assert leftovers(tmp_path) == [".otelab-new-s-mine", ".otelab-old-s-x"]
+    assert (lookalike / "data.txt").read_text() == "keep"
+
+
+# ----------------------------------------------------------------------------- kill -9 during save
+
+def _fork_and_kill(run_child, kill_after=None):
+    """Run ``run_child`` in a forked child; SIGKILL it after ``kill_after`` s (or it kills itself)."""
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        code = 0
+        try:
+            run_child()
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = 3
+        finally:
+            os._exit(code)
+    if kill_after is not None:
+        time.sleep(kill_after)
+        os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    return status
+
+
+def _kill_at_line(n, fn):
+    """Run ``fn``; SIGKILL this process at the ``n``-th line executed in otelab's save code or shutil."""
+    files = {session_store.__file__, os.path.abspath(sys.modules["shutil"].__file__)}
+    count = [0]
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename not in files:
+            return None
+        if event == "line":
+            count[0] += 1
+            if count[0] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return count[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_sigkill_at_every_line_of_save_leaves_the_old_or_the_new_session(two_sessions, tmp_path):
+    """Deterministic fault injection: SIGKILL at each of 30 seeded random lines of a save over a session."""
+    a, b = two_sessions
+    target = tmp_path / "s"
+    a.save(target)
+    total = _kill_at_line(0, lambda: b.save(target))                 # lines one replacing save runs
+    assert total > 50
+    points = sorted(random.Random(0).sample(range(1, total + 1), 30))
+    lm, seen = fresh(), []
+    for n in points:
+        a.save(target)                                               # the old session, every time
+        status = _fork_and_kill(lambda: _kill_at_line(n, lambda: b.save(target)))
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        seen.append(which(target, a, b, lm))
+        assert leftovers(tmp_path) == []
+        assert sorted(os.listdir(target)) == ["session.json", "state.safetensors"]
+    assert set(seen) == {"A", "B"}, seen                            # kills landed before and after the swap
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_sigkill_at_random_instants_while_saving(two_sessions, tmp_path):
+    """A child saves A, B, A, B, ... over one path; it is SIGKILLed at 25 seeded random instants."""
+    a, b = two_sessions
+    target = tmp_path / "s"
+    a.save(target)
+    t = time.perf_counter()
+    for _ in range(5):
+        b.save(target)
+    per_save = (time.perf_counter() - t) / 5
+
+    def loop():
+        while True:
+            a.save(target)
+            b.save(target)
+
+    rng, lm, seen = random.Random(1), fresh(), []
+    for _ in range(25):
+        status = _fork_and_kill(loop, kill_after=rng.uniform(0.5, 4.0) * per_save)
+        assert os.WIFSIGNALED(status), status
+        seen.append(which(target, a, b, lm))
+        assert sorted(os.listdir(target)) == ["session.json", "state.safetensors"]
+    assert set(seen) <= {"A", "B"}
+    assert leftovers(tmp_path) == []
