@@ -104,6 +104,14 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         print("otelab eval: --batch must be >= 1", file=sys.stderr)
         return 2
+    if args.session:   # a missing or corrupt session fails here, before the model loads
+        from .session_store import SessionError, read
+
+        try:
+            read(args.session)
+        except SessionError as err:
+            print(f"otelab eval: cannot load session {args.session!r}: {err}", file=sys.stderr)
+            return 2
     t0 = time.time()
     try:
         records = _load_records(args.data, args.n)
@@ -125,11 +133,7 @@ def run(args: argparse.Namespace) -> int:
     session = None
     baseline = None
     if args.session:
-        try:
-            from .engine import EditSession
-        except ImportError as err:
-            print(f"otelab eval: --session needs otelab.engine, which is not available ({err})", file=sys.stderr)
-            return 2
+        from .engine import EditSession
         # the unedited model's outputs, cached before the session's edits are applied
         latent_layer = max(loaded.preset.layers) + 1
         baseline = M.Baseline.compute(model, tok, records, texts=texts or None, latent_layer=latent_layer,

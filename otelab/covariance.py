@@ -21,7 +21,8 @@ Results are cached as safetensors files, one per layer, under
 ``cache_dir("covariance")``. The file's metadata holds the exact request (model
 fingerprint, layer, corpus id, token count, max_len, dtype) and the SHA-256 of the
 tensor bytes. ``get_covariance`` reuses a file only when both match; a mismatching,
-truncated or corrupted file is reported with a warning and recomputed.
+truncated or corrupted file is reported with a warning and recomputed. What it returns
+is always owned memory (a copy, never a mapping of the file).
 """
 from __future__ import annotations
 
@@ -235,7 +236,8 @@ def _load(path: Path, request: dict) -> tuple[torch.Tensor | None, str | None]:
                 differ = sorted(k for k in set(stored) | set(request)
                                 if stored.get(k) != request.get(k))
                 return None, f"its metadata does not match the request (fields {differ})"
-            c = f.get_tensor(_TENSOR_NAME)
+            # a copy: a tensor mapped from the file would change (or SIGBUS) if the file is rewritten
+            c = f.get_tensor(_TENSOR_NAME).clone()
     except Exception as e:  # truncated or garbled file: safetensors/json raise various types
         return None, f"it cannot be read ({type(e).__name__}: {e})"
     if _tensor_sha256(c) != meta["sha256"]:

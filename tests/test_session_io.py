@@ -261,3 +261,110 @@ def test_sigkill_at_random_instants_while_saving(two_sessions, tmp_path):
         assert sorted(os.listdir(target)) == ["session.json", "state.safetensors"]
     assert set(seen) <= {"A", "B"}
     assert leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- corruption is detected on load
+
+def _rewrite_state(folder, change):
+    from safetensors.torch import load_file, save_file
+    t = load_file(str(folder / "state.safetensors"))
+    change(t)
+    save_file(t, str(folder / "state.safetensors"))
+
+
+def _flip_last_byte(f):
+    data = bytearray(f.read_bytes())
+    data[-3] ^= 0x40
+    f.write_bytes(bytes(data))
+
+
+def _nan(t):
+    t["delta.1"] = t["delta.1"].clone()
+    t["delta.1"][0, 0] = float("nan")
+
+
+def _edit_history(f):
+    meta = json.loads(f.read_text())
+    meta["history"][0]["requests"][0]["target_new"] = "London"
+    f.write_text(json.dumps(meta))
+
+
+CORRUPTIONS = {
+    "flipped byte": ("state.safetensors", _flip_last_byte, "does not match its checksum"),
+    "NaN": ("state.safetensors", lambda f: _rewrite_state(f.parent, _nan), r"holds NaN"),
+    "missing editor.1.A": ("state.safetensors", lambda f: _rewrite_state(f.parent, lambda t: t.pop("editor.1.A")),
+                           "tensor 'editor.1.A' is missing"),
+    "truncated": ("state.safetensors", lambda f: f.write_bytes(f.read_bytes()[:len(f.read_bytes()) // 2]),
+                  "truncated"),
+    "missing file": ("state.safetensors", lambda f: f.unlink(), "missing"),
+    "bad JSON": ("session.json", lambda f: f.write_text(f.read_text()[:-20]), "not valid JSON"),
+    "edited JSON": ("session.json", _edit_history, "does not match its checksum"),
+}
+
+
+@pytest.mark.parametrize("kind", list(CORRUPTIONS))
+def test_every_corruption_is_one_session_error_naming_the_file(two_sessions, tmp_path, kind):
+    a, _ = two_sessions
+    a.save(tmp_path / "s")
+    name, corrupt, message = CORRUPTIONS[kind]
+    corrupt(tmp_path / "s" / name)
+    lm = fresh()
+    W = {l: lm.adapter.get_W(lm.model, l).clone() for l in lm.layers}
+    with pytest.raises(SessionError, match=message) as err:
+        EditSession.load(tmp_path / "s", lm, cov=cov_for(lm), progress=False)
+    assert str(tmp_path / "s" / name) in str(err.value) and "\n" not in str(err.value)
+    for l in lm.layers:
+        assert torch.equal(lm.adapter.get_W(lm.model, l), W[l])
+
+
+def test_eval_prints_a_corrupt_session_without_traceback_before_loading_the_model(two_sessions, tmp_path):
+    import subprocess
+    a, _ = two_sessions
+    a.save(tmp_path / "s")
+    f = tmp_path / "s" / "state.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    env = dict(os.environ, PYTHONPATH=os.getcwd(), OMP_NUM_THREADS="1")
+    for args in (["--session", str(tmp_path / "s")], ["--session", str(tmp_path / "nowhere")]):
+        proc = subprocess.run([sys.executable, "-m", "otelab.cli", "eval", "--model", "no-such-model-xyz", *args],
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert str(tmp_path) in proc.stderr and "no-such-model" not in proc.stderr   # the model was never loaded
+
+
+# ----------------------------------------------------------------------------- the covariance a session was made with
+
+def test_a_session_made_with_an_explicit_cov_needs_the_same_cov(two_sessions, tmp_path):
+    a, _ = two_sessions
+    a.save(tmp_path / "s")
+    lm = fresh()
+    W0 = {l: lm.adapter.get_W(lm.model, l).clone() for l in lm.layers}
+    with pytest.raises(SessionError, match="explicit cov"):
+        EditSession.load(tmp_path / "s", lm, progress=False)
+    other = {l: 2 * c for l, c in cov_for(lm).items()}
+    with pytest.raises(SessionError, match="given cov differs .* layer"):
+        EditSession.load(tmp_path / "s", lm, cov=other, progress=False)
+    for l in lm.layers:                            # refused before any weight changed
+        assert torch.equal(lm.adapter.get_W(lm.model, l), W0[l])
+    assert EditSession.load(tmp_path / "s", lm, cov=cov_for(lm), progress=False).n_steps == 1
+
+
+def test_a_default_covariance_is_rebuilt_and_checked(tmp_path, monkeypatch):
+    from otelab import covariance
+    monkeypatch.setenv("OTELAB_CACHE", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(f"Paragraph {i} talks about cities, rivers and people." for i in range(100)))
+    lm = fresh()
+    s = EditSession(lm, "memit", "aligned", corpus=str(corpus), n_tokens=300, progress=False)
+    s.step(REQS[:1])
+    s.save(tmp_path / "s")
+    meta = json.loads((tmp_path / "s" / "session.json").read_text())
+    assert meta["cov_spec"]["n_tokens"] == 300 and meta["cov_spec"]["corpus_id"].startswith("text:")
+    assert set(meta["cov_spec"]["sha256"]) == {str(l) for l in lm.layers}
+    lm2 = fresh()
+    assert EditSession.load(tmp_path / "s", lm2, progress=False).n_steps == 1   # rebuilt from the cache
+    real = covariance.get_covariance
+    monkeypatch.setattr(covariance, "get_covariance",
+                        lambda *a, **k: {l: c * 1.001 for l, c in real(*a, **k).items()})
+    with pytest.raises(SessionError, match="rebuilt covariance .* differs"):
+        EditSession.load(tmp_path / "s", fresh(), progress=False)
