@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from .cli_edit import count_or_all
+
 DATA_CHOICES = ("factbank", "counterfact", "zsre")
 GLUE_DEFAULT = ("sst2", "mrpc", "cola", "rte", "mmlu")
 
@@ -23,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="factbank", metavar="factbank|counterfact|zsre|PATH",
                         help="records to score: the built-in fact bank, CounterFact or zsRE "
                              "(from $OTELAB_DATA_DIR), or a JSON file (default: factbank)")
-    parser.add_argument("--n", type=int, default=50, help="number of records (the first N; default 50)")
+    parser.add_argument("--n", type=count_or_all, default=50,
+                        help="number of records, the first N, or 'all' (default 50)")
     parser.add_argument("--glue", action="store_true",
                         help="also measure general capability (sst2, mrpc, cola, rte, mmlu) on "
                              "$OTELAB_DATA_DIR subsets or the built-in probes")
