@@ -257,6 +257,9 @@ class EditSession:
             raise SessionError("step() needs at least one request")
         for r in reqs:
             self._check_storable(r)
+            if r.target_true is not None and r.target_new.strip() == str(r.target_true).strip():
+                warnings.warn(f"{r.name}: the new target equals the true target; this edit is a no-op",
+                              UserWarning, stacklevel=2)
         if values is not None:
             self._check_values(values, len(reqs))
         snap = self._snapshot()
