@@ -181,6 +181,7 @@ def _fork_and_kill(run_child, kill_after=None):
     if pid == 0:  # child: never returns into pytest
         code = 0
         try:
+            torch.set_num_threads(1)      # no thread pool carried over the fork
             run_child()
         except BaseException:
             import traceback
@@ -191,8 +192,16 @@ def _fork_and_kill(run_child, kill_after=None):
     if kill_after is not None:
         time.sleep(kill_after)
         os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    return status
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        if time.monotonic() > deadline:   # a hung child fails the test instead of hanging it
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("the child process hung")
+        time.sleep(0.002)
 
 
 def _kill_at_line(n, fn):
