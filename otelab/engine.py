@@ -31,9 +31,9 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from otelab import ote
+from otelab import ote, session_store
 from otelab.keys import compute_keys, context_templates, subject_hidden
-from otelab import session_store
+from otelab.replay import LayerwiseKeys
 from otelab.requests import EditRequest, as_requests, validate_all
 from otelab.session_store import SessionError
 from otelab.values import ValueResult, compute_values
@@ -149,6 +149,10 @@ class EditSession:
         undo_depth: how many steps :meth:`undo` can revert (each keeps a snapshot).
         compute_dtype: dtype of the core's state (float64 on CPU, float32 on CUDA).
         progress: show progress bars.
+        keys: how a step computes its keys: ``"layerwise"`` (one pass over the edited
+            layers, prompts cut at the subject, shared context prefixes:
+            :class:`otelab.replay.LayerwiseKeys`) or ``"full"`` (a fresh forward per
+            layer, the seed code's way; same numbers, for the benchmark and tests).
 
     Example (a tiny random model; real presets work the same)::
 
@@ -161,11 +165,14 @@ class EditSession:
     def __init__(self, loaded, method: str = "memit", mode: str = "aligned", *,
                  cov: Optional[dict[int, Tensor]] = None, corpus=None, n_tokens: Optional[int] = None,
                  undo_depth: int = 3, compute_dtype: Optional[torch.dtype] = None, progress: bool = True,
-                 rls_lam: float = RLS_LAM, rect_keep: float = RECT_KEEP):
+                 rls_lam: float = RLS_LAM, rect_keep: float = RECT_KEEP, keys: str = "layerwise"):
         check_combo(method, mode)   # names first: nothing is computed for a bad configuration
+        if keys not in ("layerwise", "full"):
+            raise SessionError(f"keys must be 'layerwise' or 'full', got {keys!r}")
         if isinstance(undo_depth, bool) or not isinstance(undo_depth, int) or undo_depth < 0:
             raise SessionError(f"undo_depth must be an integer >= 0, got {undo_depth!r}")
-        self.loaded, self.method, self.mode = loaded, method, mode
+        self.loaded, self.method, self.mode, self.keys = loaded, method, mode, keys
+        self._lk: Optional[LayerwiseKeys] = None
         self.layers = tuple(loaded.preset.layers)
         self.progress, self.undo_depth = progress, int(undo_depth)
         self.compute_dtype = compute_dtype or (torch.float32 if loaded.device.type == "cuda" else torch.float64)
@@ -327,13 +334,13 @@ class EditSession:
             raise SessionError(f"conflict mode: a batch may edit each subject once, got {ids}")
         norms, kv = {}, {}
         cd = self.compute_dtype
-        for i, layer in enumerate(self.layers):
+        z = val.z.to(cd)                                                            # [n, d_o]
+
+        def solve(layer: int, K: Tensor, cur: Tensor) -> Tensor:
+            """MEMIT's spread of the residual over the layers; the update itself comes from the core."""
             t = time.perf_counter()
-            K = compute_keys(lm, reqs, layer, templates).to(cd)                   # [d_i, n]
-            cur = subject_hidden(lm, reqs, z_layer).to(cd)                          # [n, d_o]
-            timings["keys"] += time.perf_counter() - t
-            t = time.perf_counter()
-            resid = (val.z.to(cd) - cur).T / (len(self.layers) - i)                # [d_o, n]
+            K = K.to(cd)                                                            # [d_i, n]
+            resid = (z - cur.to(cd)).T / (len(self.layers) - self.layers.index(layer))   # [d_o, n]
             W = a.get_W(lm.model, layer).to(cd)                                     # [d_o, d_i]
             V = W @ K + resid                                                       # [d_o, n]
             delta = self.editors[layer].step(K, V, W, ids=ids)                      # [d_o, d_i]
@@ -341,10 +348,25 @@ class EditSession:
             kv[layer] = (K, V)
             norms[str(layer)] = round(float(delta.norm()), 6)
             timings["solve"] += time.perf_counter() - t
+            return delta
+
+        t = time.perf_counter()
+        if self.keys == "layerwise":
+            self._layerwise(templates).run(reqs, solve)
+        else:  # a fresh forward per layer (the seed code's way; kept for the benchmark and the equivalence test)
+            for layer in self.layers:
+                solve(layer, compute_keys(lm, reqs, layer, templates), subject_hidden(lm, reqs, z_layer))
+        timings["keys"] = time.perf_counter() - t - timings["solve"]
         self.last_kv, self.last_values = kv, val
         return StepRecord(step=len(self.history) + 1, requests=[r.to_dict() for r in reqs],
                           delta_norms=norms, value_steps=val.steps, value_losses=val.losses,
                           timings={k: round(v, 4) for k, v in timings.items()})
+
+    def _layerwise(self, templates: list[str]) -> LayerwiseKeys:
+        """The fast key pass, kept across steps (it caches the states below the first edited layer)."""
+        if self._lk is None or self._lk.templates != templates:
+            self._lk = LayerwiseKeys(self.loaded, templates, self.layers, max(self.layers))
+        return self._lk
 
     def undo(self) -> StepRecord:
         """Revert the last step exactly (weights and editor states), up to ``undo_depth`` steps back."""
