@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from .cli_edit import count_or_all
+
 DATA_CHOICES = ("factbank", "counterfact", "zsre")
 GLUE_DEFAULT = ("sst2", "mrpc", "cola", "rte", "mmlu")
 
@@ -23,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="factbank", metavar="factbank|counterfact|zsre|PATH",
                         help="records to score: the built-in fact bank, CounterFact or zsRE "
                              "(from $OTELAB_DATA_DIR), or a JSON file (default: factbank)")
-    parser.add_argument("--n", type=int, default=50, help="number of records (the first N; default 50)")
+    parser.add_argument("--n", type=count_or_all, default=50,
+                        help="number of records, the first N, or 'all' (default 50)")
     parser.add_argument("--glue", action="store_true",
                         help="also measure general capability (sst2, mrpc, cola, rte, mmlu) on "
                              "$OTELAB_DATA_DIR subsets or the built-in probes")
@@ -104,6 +107,14 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1:
         print("otelab eval: --batch must be >= 1", file=sys.stderr)
         return 2
+    if args.session:   # a missing or corrupt session fails here, before the model loads
+        from .session_store import SessionError, read
+
+        try:
+            read(args.session)
+        except SessionError as err:
+            print(f"otelab eval: cannot load session {args.session!r}: {err}", file=sys.stderr)
+            return 2
     t0 = time.time()
     try:
         records = _load_records(args.data, args.n)
@@ -125,11 +136,7 @@ def run(args: argparse.Namespace) -> int:
     session = None
     baseline = None
     if args.session:
-        try:
-            from .engine import EditSession
-        except ImportError as err:
-            print(f"otelab eval: --session needs otelab.engine, which is not available ({err})", file=sys.stderr)
-            return 2
+        from .engine import EditSession
         # the unedited model's outputs, cached before the session's edits are applied
         latent_layer = max(loaded.preset.layers) + 1
         baseline = M.Baseline.compute(model, tok, records, texts=texts or None, latent_layer=latent_layer,

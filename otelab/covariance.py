@@ -21,7 +21,8 @@ Results are cached as safetensors files, one per layer, under
 ``cache_dir("covariance")``. The file's metadata holds the exact request (model
 fingerprint, layer, corpus id, token count, max_len, dtype) and the SHA-256 of the
 tensor bytes. ``get_covariance`` reuses a file only when both match; a mismatching,
-truncated or corrupted file is reported with a warning and recomputed.
+truncated or corrupted file is reported with a warning and recomputed. What it returns
+is always owned memory (a copy, never a mapping of the file).
 """
 from __future__ import annotations
 
@@ -235,7 +236,8 @@ def _load(path: Path, request: dict) -> tuple[torch.Tensor | None, str | None]:
                 differ = sorted(k for k in set(stored) | set(request)
                                 if stored.get(k) != request.get(k))
                 return None, f"its metadata does not match the request (fields {differ})"
-            c = f.get_tensor(_TENSOR_NAME)
+            # a copy: a tensor mapped from the file would change (or SIGBUS) if the file is rewritten
+            c = f.get_tensor(_TENSOR_NAME).clone()
     except Exception as e:  # truncated or garbled file: safetensors/json raise various types
         return None, f"it cannot be read ({type(e).__name__}: {e})"
     if _tensor_sha256(c) != meta["sha256"]:
@@ -243,6 +245,22 @@ def _load(path: Path, request: dict) -> tuple[torch.Tensor | None, str | None]:
     if c.ndim != 2 or c.shape[0] != c.shape[1] or _dtype_name(c.dtype) != request["dtype"]:
         return None, f"it holds a tensor of shape {tuple(c.shape)} and dtype {c.dtype}"
     return c, None
+
+
+def resolve_n_tokens(loaded: "LoadedModel", n_tokens: int | None = None) -> int:
+    """The token count :func:`get_covariance` uses for ``n_tokens``.
+
+    Arguments:
+        loaded: the model; its preset's ``mom2_n_tokens`` is the default.
+        n_tokens: an explicit count, or ``None``.
+    Returns:
+        ``n_tokens``, or the preset's ``mom2_n_tokens`` (``DEFAULT_N_TOKENS`` if it has none),
+        capped at ``CI_COV_TOKENS`` at CI size.
+    """
+    if n_tokens is not None:
+        return n_tokens
+    n_tokens = int(getattr(loaded.preset, "mom2_n_tokens", None) or DEFAULT_N_TOKENS)
+    return min(n_tokens, CI_COV_TOKENS) if ci_size() else n_tokens
 
 
 def get_covariance(loaded: "LoadedModel", layers: int | Iterable[int],
@@ -276,10 +294,7 @@ def get_covariance(loaded: "LoadedModel", layers: int | Iterable[int],
 
     layer_list = _normalise_layers(loaded, layers)
     corpus = get_corpus(corpus)
-    if n_tokens is None:
-        n_tokens = int(getattr(loaded.preset, "mom2_n_tokens", None) or DEFAULT_N_TOKENS)
-        if ci_size():
-            n_tokens = min(n_tokens, CI_COV_TOKENS)
+    n_tokens = resolve_n_tokens(loaded, n_tokens)
     folder = Path(directory) if directory is not None else cache_dir("covariance")
     folder.mkdir(parents=True, exist_ok=True)
 

@@ -188,9 +188,12 @@ def _collect(raw: Sequence, origin: str, convert: Callable[[Any, str, int], Any]
         try:
             out.append(convert(rec, _where(origin, i, rec), i))
         except DataError as err:
+            msg = str(err)
+            if isinstance(raw, Records):   # name the line too
+                msg = msg.replace(f"{origin}: record {i}", f"{origin}: line {raw.line(i)}: record {i}", 1)
             if errors == "raise":
-                raise DataError(f"{err} (pass errors='skip' to drop invalid records)") from None
-            skipped.append(str(err))
+                raise DataError(f"{msg} (pass errors='skip' to drop invalid records)") from None
+            skipped.append(msg)
     if skipped:
         warnings.warn(f"{origin}: skipped {len(skipped)} invalid record(s), e.g. {skipped[0]}", stacklevel=3)
     return out
@@ -206,22 +209,85 @@ def _first(items: list, n: int | None) -> list:
 
 # ----------------------------------------------------------------------------- file resolution
 
-def _read_json_list(path: Path) -> list:
-    """Read a JSON list (or JSON Lines when the name ends in .jsonl)."""
+class Records(list):
+    """Records read from a JSON or JSON Lines file; :meth:`line` says where record ``i`` starts."""
+
+    def __init__(self, items, text: str, jsonl: bool):
+        super().__init__(items)
+        self._text, self._jsonl, self._lines = text, jsonl, None
+
+    def line(self, i: int) -> int:
+        """1-based line of the file on which record ``i`` starts (found on first use only)."""
+        if self._lines is None:
+            self._lines = _record_lines(self._text, self._jsonl)
+        return self._lines[i]
+
+
+def _record_lines(text: str, jsonl: bool) -> list[int]:
+    if jsonl:
+        return [n for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    dec, ws, out = json.JSONDecoder(), " \t\r\n", []
+    i = text.index("[") + 1
+    line, counted = 1, 0
+    while True:
+        while text[i] in ws + ",":
+            i += 1
+        if text[i] == "]":
+            return out
+        line += text.count("\n", counted, i)
+        counted = i
+        out.append(line)
+        i = dec.raw_decode(text, i)[1]
+
+
+def read_records(path: str | os.PathLike) -> Records:
+    """Read a file of records: a JSON list, or JSON Lines (one object per line).
+
+    A file ending in ``.jsonl``, or whose first non-blank line is a whole JSON value while
+    the file as a whole is not, is read as JSON Lines.
+
+    Arguments:
+        path: the file.
+    Returns:
+        :class:`Records` (a list that knows each record's line).
+    Raises:
+        DataError: naming the file and the line of malformed JSON, an empty file, or a
+            JSON value that is not a list.
+        FileNotFoundError: the file does not exist.
+    """
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"data file not found: {path}") from None
-    try:
-        if path.suffix == ".jsonl":
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read ({err})") from None
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty (no records)")
+    jsonl = path.suffix == ".jsonl"
+    if not jsonl:
+        try:
             data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    return data
+        except json.JSONDecodeError as err:
+            first = next(line for line in text.splitlines() if line.strip())
+            try:
+                json.loads(first)
+                jsonl = True               # a whole value on line 1 but not overall: JSON Lines
+            except json.JSONDecodeError:
+                raise DataError(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg})") from None
+        else:
+            if not isinstance(data, list):
+                raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+            return Records(data, text, jsonl=False)
+    data = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                data.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: line {n}, column {err.colno}: not valid JSON ({err.msg})") from None
+    return Records(data, text, jsonl=True)
+
 
 
 def _resolve(key: str, path: str | os.PathLike | None, source: str) -> Path | None:
@@ -369,7 +435,7 @@ def load_counterfact(path: str | os.PathLike | None = None, n: int | None = None
         file = _resolve(f"counterfact-{split}", path, source)
         if file is None:
             return load_factbank(n)
-        raw, origin = _read_json_list(file), str(file)
+        raw, origin = read_records(file), str(file)
     fmt = _detect_format(raw, origin) if fmt == "auto" else fmt
     records = _collect(raw, origin, _rome_record if fmt == "rome" else _flat_record, errors)
     if fmt == "flat":
@@ -388,7 +454,7 @@ def load_factbank(n: int | None = None) -> list[FactRecord]:
         generation prompts and a reference text.
     """
     file = BUILTIN_DIR / "factbank.json"
-    return _first(_collect(_read_json_list(file), "built-in fact bank", _rome_record, "raise"), n)
+    return _first(_collect(read_records(file), "built-in fact bank", _rome_record, "raise"), n)
 
 
 # ----------------------------------------------------------------------------- zsRE
@@ -427,7 +493,7 @@ def load_zsre(path: str | os.PathLike | None = None, n: int | None = None, error
     if file is None:
         raise FileNotFoundError(f"zsRE has no built-in copy: pass path= or set {ENV_VAR} to a folder "
                                 f"holding {RELATIVE_PATHS['zsre']}")
-    return _first(_collect(_read_json_list(file), str(file), _zsre_record, errors), n)
+    return _first(_collect(read_records(file), str(file), _zsre_record, errors), n)
 
 
 # ----------------------------------------------------------------------------- GLUE-style tasks and MMLU
@@ -510,7 +576,7 @@ def load_glue(task: str, path: str | os.PathLike | None = None, n: int | None = 
         file = _resolve(task, path, source)
         if file is None:
             return load_probes("rte" if task == "nli" else task, n)
-        raw, origin = _read_json_list(file), str(file)
+        raw, origin = read_records(file), str(file)
     return _first(_collect(raw, origin, _GLUE_CONVERTERS[task], errors), n)
 
 
@@ -527,4 +593,4 @@ def load_probes(task: str, n: int | None = None) -> list[dict]:
     if task not in ("sst2", "mrpc", "cola", "rte", "mmlu"):
         raise ValueError(f"no built-in probes for {task!r}; expected sst2, mrpc, cola, rte or mmlu")
     file = BUILTIN_DIR / "probes" / f"{task}.json"
-    return _first(_collect(_read_json_list(file), f"built-in {task} probes", _GLUE_CONVERTERS[task], "raise"), n)
+    return _first(_collect(read_records(file), f"built-in {task} probes", _GLUE_CONVERTERS[task], "raise"), n)

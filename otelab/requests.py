@@ -15,7 +15,10 @@ class EditRequest:
 
     Arguments:
         prompt: the prompt; it must contain the subject, either literally or as a
-            ``{}`` placeholder that the subject fills (CounterFact style).
+            ``{}`` placeholder that the subject fills (CounterFact style). One rule for
+            braces everywhere (requests and loaders): exactly one ``{}`` is the subject
+            slot; any other brace (``{x}``, ``{0}``, a lone ``{``) is literal text; two
+            ``{}`` are rejected.
         subject: the subject whose last token carries the key.
         target_new: the new object, e.g. ``"Rome"``.
         target_true: the old object, optional (used by metrics only).
@@ -30,8 +33,8 @@ class EditRequest:
 
     @property
     def text(self) -> str:
-        """The prompt with the subject filled in."""
-        return self.prompt.format(self.subject) if "{}" in self.prompt else self.prompt
+        """The prompt with the subject filled in (``replace``, not ``format``: other braces are literal)."""
+        return self.prompt.replace("{}", str(self.subject), 1) if isinstance(self.prompt, str) else str(self.prompt)
 
     @property
     def template(self) -> str:

@@ -384,3 +384,20 @@ def test_smollm2_covariance_on_wiki(tmp_path):
         eig = torch.linalg.eigvalsh(c.double())  # ascending
         assert eig[-1] > 0
         assert eig[0] > -1e-6 * eig[-1], f"layer {layer}: C0 is not PSD"
+
+
+def test_cached_covariance_is_owned_memory(models, corpus):
+    """Rewriting or truncating the cache file under a live session must not change its C0."""
+    lm = models["llama"]
+    get_covariance(lm, [1], corpus=corpus, n_tokens=300, progress=False)
+    c = get_covariance(lm, [1], corpus=corpus, n_tokens=300, progress=False)[1]   # from the file
+    before = c.clone()
+    path = next((Path(os.environ["OTELAB_CACHE"]) / "covariance").glob("C0-L1-*.safetensors"))
+    size = path.stat().st_size
+    with open(path, "r+b") as f:                 # in place, as another process rewriting it would
+        f.seek(size - 4 * c.numel())
+        f.write(b"\x00" * (4 * c.numel()))
+    assert torch.equal(c, before)
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    assert torch.equal(c, before)                # a mapped page would now raise SIGBUS

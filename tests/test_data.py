@@ -424,3 +424,49 @@ def test_unedited_smollm2_knows_the_factbank():
     scores = edit_scores(lm.model, lm.tokenizer, data.load_factbank(n=60), show_progress=False)
     assert scores["efficacy"] <= 0.2
     assert scores["specificity"] >= 0.8
+
+
+# ----------------------------------------------------------------------------- one rule for braces
+
+@pytest.mark.parametrize("prompt, text", [
+    ("{x} {} lives in", "{x} Alice lives in"),
+    ("{0} {} lives in", "{0} Alice lives in"),
+    ("{ {} lives in", "{ Alice lives in"),
+    ("Alice } lives { in", "Alice } lives { in"),
+])
+def test_other_braces_are_literal_text(prompt, text):
+    r = EditRequest(prompt, "Alice", "Paris").validate()
+    assert r.text == text and r.name.startswith("request (") and "{}" in r.template
+    assert r.template.replace("{}", "Alice", 1) == text
+
+
+@pytest.mark.parametrize("prompt", ["{} and {} live in", "{}{} x", "{} {x} {}"])
+def test_two_slots_are_one_clear_request_error(prompt):
+    from otelab.requests import RequestError
+    with pytest.raises(RequestError, match=r"exactly one '\{\}'"):
+        EditRequest(prompt, "Alice", "Paris", case_id=4).validate()
+
+
+def test_loaders_apply_the_same_brace_rule(tmp_path):
+    rec = {"case_id": 1, "prompt": "{x} {} lives in", "subject": "Alice", "target_new": "Rome",
+           "ground_truth": "Paris"}
+    f = write_json(tmp_path / "flat.json", [rec])
+    (r,) = data.load_counterfact(f)
+    assert r.text == r.request().text == "{x} Alice lives in"
+    g = write_json(tmp_path / "two.json", [rec, dict(rec, case_id=2, prompt="{} and {} live in")])
+    with pytest.raises(DataError, match=r"two.json: line \d+: record 1 \(case_id 2\).*exactly one"):
+        data.load_counterfact(g)
+
+
+def test_malformed_files_name_the_file_and_line(tmp_path):
+    f = tmp_path / "r.jsonl"
+    f.write_text('{"a": 1}\n\n{"a": 2,}\n')
+    with pytest.raises(DataError, match=r"r.jsonl: line 3, column"):
+        data.read_records(f)
+    (tmp_path / "e.json").write_text("  \n")
+    with pytest.raises(DataError, match="empty"):
+        data.read_records(tmp_path / "e.json")
+    g = write_json(tmp_path / "cf.json", [{"case_id": 1, "prompt": "{} is in", "subject": "A", "target_new": "B",
+                                          "ground_truth": "C"}, {"case_id": 2, "prompt": "{} is in", "subject": "A"}])
+    with pytest.raises(DataError, match=r"cf.json: line \d+: record 1 \(case_id 2\): missing field 'target_new'"):
+        data.load_counterfact(g)

@@ -310,3 +310,78 @@ def test_smollm2_aligned_batches_equal_one_time_edit(smol):
                     assert rel > 1e-2, f"layer {layer}: naive unexpectedly equals OTE ({rel:.2e})"
     finally:
         lm.preset = preset
+
+
+# ----------------------------------------------------------------------------- bad input to a session
+
+@pytest.fixture()
+def llama():
+    m = tiny_model("llama")
+    m.preset = m.preset.replace(v_steps=2)
+    return m
+
+
+@pytest.mark.parametrize("method, mode, message", [("bogus", "aligned", "unknown method"),
+                                                   ("memit", "no-ec", "no-ec"), ("memit", "nope", "unknown mode")])
+def test_names_are_checked_before_any_covariance_is_computed(llama, monkeypatch, method, mode, message):
+    from otelab import covariance
+
+    def no(*a, **k):
+        raise AssertionError("a covariance was computed for a bad configuration")
+    monkeypatch.setattr(covariance, "get_covariance", no)
+    with pytest.raises(SessionError, match=message):
+        EditSession(llama, method, mode, progress=False)
+
+
+def test_values_are_checked_with_clear_messages(llama):
+    s = EditSession(llama, "memit", "aligned", cov=small_cov(llama), progress=False)
+    W = params(llama)
+    good = compute_values(llama, REQS[:1])
+    d = good.z.shape[1]
+    from otelab.values import ValueResult
+    cases = [
+        (good.z, "must be an otelab.values.ValueResult"),
+        (ValueResult(torch.zeros(1, d + 1), torch.zeros(1, d + 1)), rf"shape \(1, {d + 1}\); this batch of 1 request\(s\) needs \[1, {d}\]"),
+        (ValueResult(torch.zeros(2, d), torch.zeros(2, d)), rf"shape \(2, {d}\); this batch of 1 request\(s\) needs \[1, {d}\]"),
+        (ValueResult(good.z_init + 1e30, good.z_init), "exceeds the clamp"),
+        (ValueResult(good.z * float("nan"), good.z_init), "NaN"),
+    ]
+    for values, message in cases:
+        with pytest.raises(SessionError, match=message):
+            s.step(REQS[:1], values=values)
+    assert s.n_steps == 0 and all(torch.equal(p, W[n]) for n, p in llama.model.named_parameters())
+    s.step(REQS[:1], values=good)                     # the optimiser's own values pass the clamp check
+    assert s.n_steps == 1
+
+
+def test_numpy_covariance_is_converted_and_junk_rejected(llama):
+    cov = small_cov(llama)
+    a = EditSession(llama, "memit", "aligned", cov={l: c.numpy() for l, c in cov.items()}, progress=False)
+    b = EditSession(llama, "memit", "aligned", cov=cov, progress=False)
+    assert a.cov_spec["sha256"] == b.cov_spec["sha256"]
+    with pytest.raises(SessionError, match="covariance of layer 1"):
+        EditSession(llama, "memit", "aligned", cov={l: "C0" for l in cov}, progress=False)
+    with pytest.raises(SessionError, match="covariance of layer 1 holds NaN"):
+        EditSession(llama, "memit", "aligned", cov={l: c * float("nan") for l, c in cov.items()}, progress=False)
+
+
+@pytest.mark.parametrize("case_id", [object(), ("a", 1), {1: "x"}, float("nan")])
+def test_a_case_id_that_cannot_be_saved_is_rejected_at_step(llama, case_id):
+    s = EditSession(llama, "memit", "aligned", cov=small_cov(llama), progress=False)
+    W = params(llama)
+    with pytest.raises(SessionError, match="case_id"):
+        s.step([EditRequest("{} lives in the city of", "Alice", "Paris", case_id=case_id)])
+    assert s.n_steps == 0 and all(torch.equal(p, W[n]) for n, p in llama.model.named_parameters())
+
+
+def test_target_equal_to_the_true_target_warns_and_steps(llama):
+    s = EditSession(llama, "memit", "aligned", cov=small_cov(llama), progress=False)
+    with pytest.warns(UserWarning, match="equals the true target"):
+        s.step([EditRequest("{} lives in the city of", "Alice", "Paris", target_true=" Paris")])
+    assert s.n_steps == 1
+
+
+def test_prompts_with_literal_braces_step(llama):
+    s = EditSession(llama, "memit", "aligned", cov=small_cov(llama), progress=False)
+    s.step([EditRequest("{x} {} lives in {0} the city of", "Alice", "Paris")])
+    assert s.n_steps == 1

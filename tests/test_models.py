@@ -322,11 +322,7 @@ def test_wheel_model_cache_is_built_once_and_rebuilt_when_corrupt(tmp_path, monk
     def fake_build(p, target):
         builds.append(target)
         src = tiny_model("gpt2", seed=len(builds))
-        tmp = target.parent / ".tmp-build"
-        src.model.save_pretrained(tmp, safe_serialization=True)
-        src.tokenizer.save_pretrained(tmp)
-        cache.atomic_write_json(tmp / models._CACHE_MARKER, {"source": p.source})
-        os.replace(tmp, target)
+        models._write_cache(src.model, src.tokenizer, target, {"source": p.source})
 
     monkeypatch.setattr(models, "_build_cache", fake_build)
     first = models.load_model("fake-wheel", device="cpu")
@@ -336,6 +332,30 @@ def test_wheel_model_cache_is_built_once_and_rebuilt_when_corrupt(tmp_path, monk
     third = models.load_model("fake-wheel", device="cpu")
     assert len(builds) == 2 and "rebuilding" in capsys.readouterr().err
     assert third.fingerprint == tiny_model("gpt2", seed=2).fingerprint
+    # one flipped byte inside a weight: same size, still parses, and is caught by the checksum
+    f = builds[1] / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-5] ^= 0x7F
+    f.write_bytes(bytes(data))
+    fourth = models.load_model("fake-wheel", device="cpu")
+    assert len(builds) == 3 and "does not match the checksum" in capsys.readouterr().err
+    assert fourth.fingerprint == tiny_model("gpt2", seed=3).fingerprint
+
+
+def test_wheel_model_cache_permissions_are_consistent(tmp_path, monkeypatch):
+    """Every file of the shared model cache is 0644 in a 0755 folder (the weights were 0600)."""
+    monkeypatch.setenv("OTELAB_CACHE", str(tmp_path))
+    old = os.umask(0o077)                      # even for a user whose umask makes files private
+    try:
+        src = tiny_model("gpt2")
+        target = models._cache_root() / "m"
+        models._write_cache(src.model, src.tokenizer, target, {"source": "pypi:pkg==1.0#m.gguf"})
+    finally:
+        os.umask(old)
+    assert oct(target.stat().st_mode & 0o777) == oct(0o755)
+    modes = {f.name: oct(f.stat().st_mode & 0o777) for f in target.iterdir()}
+    assert set(modes.values()) == {oct(0o644)}, modes
+    assert "model.safetensors" in modes
 
 
 # --------------------------------------------------------------------------- SmolLM2 (slow)

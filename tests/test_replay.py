@@ -29,7 +29,10 @@ def values_for(lm, reqs, seed=0):
     """Fixed target values (the replay's job is keys and solves; values come from elsewhere)."""
     z0 = subject_hidden(lm, reqs, max(lm.layers))                                  # [n, d]
     g = torch.Generator().manual_seed(seed)
-    return ValueResult(z=z0 + 0.5 * torch.randn(z0.shape, generator=g), z_init=z0)
+    noise = torch.randn(z0.shape, generator=g)                                      # [n, d]
+    # half the preset's clamp (step() refuses ‖z − z_init‖ > clamp_factor·‖z_init‖)
+    noise *= 0.5 * lm.preset.clamp_factor * z0.norm(dim=1, keepdim=True) / noise.norm(dim=1, keepdim=True)
+    return ValueResult(z=z0 + noise, z_init=z0)
 
 
 def deltas(lm, s):
