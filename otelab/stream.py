@@ -263,10 +263,11 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def _write(path: Path, run: dict) -> None:
+def write_run(path: str | Path, run: Mapping[str, Any]) -> Path:
+    """Write a run dict as strict JSON (NaN -> null), atomically."""
     from otelab.cache import atomic_write_bytes
 
-    atomic_write_bytes(path, json.dumps(_json_safe(run), indent=1, allow_nan=False).encode("utf-8"))
+    return atomic_write_bytes(Path(path), json.dumps(_json_safe(run), indent=1, allow_nan=False).encode("utf-8"))
 
 
 def _case_ids(records: Sequence[Any]) -> list:
@@ -344,6 +345,11 @@ def run_stream(session, evaluator: StreamEval, out: str | Path, *,
             raise StreamError(f"{out} is not an otelab stream run (format {run.get('format')!r})")
         if run["stream"]["case_ids"] != ids or run["stream"]["batch_size"] != ev.batch_size:
             raise StreamError(f"{out} records a different stream (case ids or batch size differ)")
+        here = {"method": session.method, "mode": session.mode, "layers": list(session.layers),
+                "preset": session.loaded.preset.to_dict()}
+        diff = [k for k in here if json.loads(json.dumps(here[k])) != run["session"].get(k)]
+        if diff:
+            raise StreamError(f"{out} was run with other editor settings ({', '.join(diff)} differ)")
         done = int(run.get("session_step", 0))
         if session.n_steps != done:
             raise StreamError(f"{out} was saved with the session at step {done}, the session given is at step "
@@ -367,7 +373,7 @@ def run_stream(session, evaluator: StreamEval, out: str | Path, *,
         json.dumps(run["settings"])  # settings must be JSON before any work
         run["checkpoints"].append(ev.checkpoint(session.loaded, 0))
         _refresh_retention(run, ev)
-        _write(out, run)
+        write_run(out, run)
     if session_dir is not None:
         run["session_dir"] = str(session_dir)
     start = session.n_steps
@@ -397,7 +403,7 @@ def run_stream(session, evaluator: StreamEval, out: str | Path, *,
                 session.save(session_dir)
                 run["session_step"] = rec.step
                 step["timings"]["save"] = round(time.perf_counter() - t, 3)
-        _write(out, run)
+        write_run(out, run)
         bar.set_postfix(dW=f"{sum(step['dW'].values()):.0f}")
     return run
 
@@ -438,3 +444,52 @@ def stream_report(run: Mapping[str, Any], label: Optional[str] = None):
                 if v is not None:
                     rep.add(min(step * bs, len(run["stream"]["case_ids"])), {f"retention/{b + 1}": v})
     return rep
+
+
+# ----------------------------------------------------------------------------- values
+
+
+VALUE_SOURCES = ("bank", "unedited", "edited")
+
+
+def value_provider(session, source: str = "bank", bank_path: Optional[str | Path] = None,
+                   progress: bool = False) -> Optional[Callable[[list], Any]]:
+    """Where a stream's target values come from.
+
+    Arguments:
+        session: the :class:`otelab.engine.EditSession` the values are for.
+        source: ``"bank"``: :class:`otelab.valuebank.ValueBank` (values of the unedited
+            model, stored and reused); ``"unedited"``: :func:`otelab.values.compute_values`
+            on the unedited weights for every batch (nothing stored); ``"edited"``: values
+            optimised inside ``session.step`` on the edited model, the seed code's protocol.
+        bank_path: the bank's folder (default: the bank's own, under the cache).
+        progress: the bank's progress bar.
+
+    Returns:
+        ``f(requests) -> ValueResult``, or None for ``"edited"``.
+    """
+    from otelab.workbench import unedited_weights
+
+    if source not in VALUE_SOURCES:
+        raise StreamError(f"unknown value source {source!r}; choose from {', '.join(VALUE_SOURCES)}")
+    if source == "edited":
+        return None
+    if source == "bank":
+        try:
+            from otelab.valuebank import ValueBank
+        except ImportError:
+            raise StreamError("the value bank (otelab.valuebank) is not available in this version; "
+                              "use the value source 'unedited'") from None
+        bank = ValueBank(session.loaded, path=bank_path, progress=progress)
+
+        def get(reqs):
+            with unedited_weights(session):  # a value missing from the bank is optimised on the unedited model
+                return bank.get(reqs)
+        return get
+
+    from otelab.values import compute_values
+
+    def fresh(reqs):
+        with unedited_weights(session) as lm:
+            return compute_values(lm, reqs)
+    return fresh

@@ -130,6 +130,9 @@ def test_run_stream_checkpoints_and_resume(tmp_path):
     assert cut["session_step"] == 2 and cut["final"] is None
     with pytest.raises(S.StreamError, match="exists; pass resume=True"):
         S.run_stream(s2, ev2, tmp_path / "cut.json", progress=False)
+    with pytest.raises(S.StreamError, match="other editor settings \\(mode differ"):
+        S.run_stream(EditSession(fresh(), "memit", "aligned", cov=cov(lm2), progress=False), ev2,
+                     tmp_path / "cut.json", resume=True, progress=False)
     with pytest.raises(S.StreamError, match="session given is at step 0"):
         S.run_stream(EditSession(fresh(), "memit", "naive", cov=cov(lm2), progress=False), ev2,
                      tmp_path / "cut.json", resume=True, progress=False)
