@@ -48,7 +48,7 @@ def main() -> None:
     from otelab.drift import LMBaseline, lm_drift
     from otelab.engine import EditSession
     from otelab.keys import subject_hidden
-    from otelab.metrics import capability_answers, general_capability
+    from otelab.metrics import CapabilityAnswers, capability_answers, capability_scores, general_capability
     from otelab.models import load_model
     from otelab.stream import StreamEval, write_run
     from otelab.values import ValueResult, compute_values
@@ -69,27 +69,21 @@ def main() -> None:
     lm = load_model()
     model, tok = lm.model, lm.tokenizer
     tasks, _ = capability_tasks(args.glue_n, 0)
-    few_tasks, demos = capability_tasks(args.shot_n, args.shots)
-    few_tasks = {t: v[:args.shot_n] for t, v in few_tasks.items()}
-    zero_small = {t: v[:args.shot_n] for t, v in tasks.items()}
 
-    t0 = time.perf_counter()
-    ref0 = capability_answers(model, tok, tasks, demos=None, show_progress=True)
-    t_zero = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref_few = capability_answers(model, tok, few_tasks, demos=demos, show_progress=True)
-    t_few = time.perf_counter() - t0
-    if "capability_unedited" not in res:
-        chance = {t: (0.25 if t == "mmlu" else max(sum(g) / len(g), 1 - sum(g) / len(g))) for t, g in ref0.gold.items()}
-        res["capability_unedited"] = {
-            "zero_shot": general_capability(model, tok, tasks, reference=ref0),
-            "zero_shot_first_n": general_capability(model, tok, zero_small, reference=None),
-            f"{args.shots}_shot_first_n": general_capability(model, tok, few_tasks, reference=ref_few, demos=demos),
-            "majority_or_chance": chance, "seconds_zero_shot": round(t_zero, 1),
-            f"seconds_{args.shots}_shot": round(t_few, 1)}
+    # 1. the unedited answers (kept in the JSON, so a rerun does not recompute them)
+    if "reference_answers" not in res:
+        t0 = time.perf_counter()
+        ref0 = capability_answers(model, tok, tasks, show_progress=True)
+        res["reference_answers"] = {"gold": ref0.gold, "scores": ref0.scores, "seconds": round(time.perf_counter() - t0, 1)}
         save()
-        print(json.dumps(res["capability_unedited"], indent=1))
+    ref0 = CapabilityAnswers(res["reference_answers"]["gold"], res["reference_answers"]["scores"])
+    if "capability_unedited" not in res:
+        chance = {t: max(sum(g == c for g in gold) for c in set(gold)) / len(gold) for t, gold in ref0.gold.items()}
+        res["capability_unedited"] = {"zero_shot": general_capability(model, tok, tasks, reference=ref0),
+                                      "majority_class_share": chance}
+        save()
 
+    # 2. a damaged model
     texts = held_out_texts(args.texts)
     lmb = LMBaseline.compute(model, tok, texts)
     recs = load_counterfact()
@@ -97,8 +91,8 @@ def main() -> None:
     stream = rng.sample(recs, args.edits)
     reqs = [r.request() for r in stream]
     session_dir = out.with_name(out.name + ".session")
+    lm.preset = lm.preset.replace(cov_weight=args.cov_weight)
     if "damage" not in res:
-        lm.preset = lm.preset.replace(cov_weight=args.cov_weight)
         t0 = time.perf_counter()
         real = compute_values(lm, reqs[:args.calib])
         scale = float((real.z - real.z_init).norm(dim=1).mean())
@@ -113,7 +107,7 @@ def main() -> None:
             batch = reqs[b:b + args.batch]
             z0 = z_all[b:b + args.batch]                                                  # [n_b, d]
             noise = torch.randn(z0.shape, generator=g, dtype=z0.dtype)
-            noise = noise / noise.norm(dim=1, keepdim=True) * scale                   # [n, d]
+            noise = noise / noise.norm(dim=1, keepdim=True) * scale                   # [n_b, d]
             rec = s.step(batch, values=ValueResult(z=z0 + noise, z_init=z0))
             steps.append({"step": rec.step, "timings": rec.timings, "delta_norms": rec.delta_norms})
             print(steps[-1], flush=True)
@@ -125,32 +119,58 @@ def main() -> None:
                          "steps": steps, "dW_total": s.delta_norm()}
         save()
     else:
-        lm.preset = lm.preset.replace(cov_weight=args.cov_weight)
         s = EditSession.load(session_dir, lm)
 
+    # 3. the measures on the damaged model
     if "capability_damaged" not in res:
-        res["capability_damaged"] = {
-            "zero_shot": general_capability(model, tok, tasks, reference=ref0, show_progress=True),
-            f"{args.shots}_shot_first_n": general_capability(model, tok, few_tasks, reference=ref_few, demos=demos),
-            "lm": lm_drift(model, tok, lmb)}
+        t0 = time.perf_counter()
+        cap = general_capability(model, tok, tasks, reference=ref0, show_progress=True)
+        res["capability_damaged"] = {"zero_shot": cap, "seconds": round(time.perf_counter() - t0, 1),
+                                     "lm": lm_drift(model, tok, lmb)}
         save()
         print(json.dumps(res["capability_damaged"], indent=1))
 
+    # 4. one checkpoint's other parts (capability: its seconds above), at the paper's sample size
     if "checkpoint" not in res:
         from otelab.workbench import unedited_weights
 
         with unedited_weights(s):
             t0 = time.perf_counter()
-            ev = StreamEval(lm, stream, args.batch, texts=texts, tasks=tasks, sample_per_batch=args.sample_per_batch,
+            ev = StreamEval(lm, stream, args.batch, texts=texts, sample_per_batch=args.sample_per_batch,
                             seed=args.seed)
             t_ref = time.perf_counter() - t0
         ck = ev.checkpoint(lm, s.n_steps)
-        res["checkpoint"] = {"seconds": ck["seconds"], "reference_seconds": round(t_ref, 1),
-                             "edit_sample": ck["edit_sample"], "edits": ck["edits"],
+        res["checkpoint"] = {"seconds_without_capability": ck["seconds"],
+                             "capability_seconds": res["capability_damaged"]["seconds"],
+                             "reference_seconds": round(t_ref, 1), "edit_sample": ck["edit_sample"],
+                             "lm": ck["lm"], "latent": ck["latent"], "edits": ck["edits"],
                              "load_average": os.getloadavg()}
         save()
         print(json.dumps(res["checkpoint"], indent=1))
 
+    # 5. does a few-shot format lift the tasks? (unedited and damaged, first --shot-n items, MMLU left out:
+    # its prompts are the longest)
+    if args.shots and "few_shot" not in res:
+        names = [t for t in tasks if t != "mmlu"]
+        few_tasks, demos = capability_tasks(args.shot_n, args.shots)
+        few_tasks = {t: few_tasks[t] for t in names}
+        demos = {t: demos[t] for t in names}
+        zero_small = {t: tasks[t][:args.shot_n] for t in names}
+        damaged_zero = general_capability(model, tok, zero_small, reference=None)
+        damaged_few = capability_answers(model, tok, few_tasks, demos=demos)
+        with unedited_weights(s):
+            t0 = time.perf_counter()
+            ref_few = capability_answers(model, tok, few_tasks, demos=demos, show_progress=True)
+            t_few = time.perf_counter() - t0
+            unedited_zero = general_capability(model, tok, zero_small, reference=None)
+        res["few_shot"] = {
+            "tasks": names, "items": args.shot_n, "shots": args.shots,
+            "unedited_zero_shot": unedited_zero,
+            "unedited_few_shot": capability_scores(ref_few, ref_few),
+            "damaged_zero_shot": damaged_zero, "damaged_few_shot": capability_scores(damaged_few, ref_few),
+            "seconds_unedited_few_shot": round(t_few, 1)}
+        save()
+        print(json.dumps(res["few_shot"], indent=1))
 
 if __name__ == "__main__":
     main()

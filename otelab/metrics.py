@@ -1054,10 +1054,22 @@ def general_capability(model, tok, tasks: Mapping[str, Sequence[Mapping]], batch
         want = max((len(v) for v in (demos or {}).values()), default=0)
         if reference.shots != want:
             raise ValueError(f"the reference was scored {reference.shots}-shot, this call is {want}-shot")
-    ans = capability_answers(model, tok, tasks, batch_size, demos, show_progress)
+    return capability_scores(capability_answers(model, tok, tasks, batch_size, demos, show_progress), reference)
+
+
+def capability_scores(ans: CapabilityAnswers, reference: CapabilityAnswers | None = None) -> dict[str, dict[str, float]]:
+    """The scores of :func:`general_capability` from answers already computed.
+
+    Arguments:
+        ans: a model's :func:`capability_answers`.
+        reference: the unedited model's answers on the same items, or None.
+
+    Returns:
+        See :func:`general_capability`.
+    """
     out: dict[str, dict[str, float]] = {}
     for task, gold in ans.gold.items():
-        if reference is not None and reference.gold[task] != gold:
+        if reference is not None and reference.gold.get(task) != gold:
             raise ValueError(f"task {task!r}: the reference was computed on different items (gold labels differ)")
         pred = ans.predictions(task)
         acc = sum(int(p == g) for p, g in zip(pred, gold)) / len(gold)

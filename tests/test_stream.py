@@ -161,3 +161,65 @@ def test_bad_stream_fails_before_model_work():
         S.StreamEval(lm, bad, 2, progress=False)
     with pytest.raises(S.StreamError, match="batch_size"):
         S.StreamEval(lm, records(), 0, progress=False)
+
+
+def test_paper_stream_cli_runs_and_resumes(tmp_path, monkeypatch):
+    """The experiment script end to end on the tiny model (loader, data and covariance patched in)."""
+    import importlib.util
+    from pathlib import Path
+
+    import otelab.cli_eval
+    import otelab.covariance
+    import otelab.data
+    import otelab.models
+
+    spec = importlib.util.spec_from_file_location(
+        "paper_stream", Path(__file__).resolve().parents[1] / "experiments" / "paper_stream.py")
+    ps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ps)
+    monkeypatch.setattr(otelab.models, "load_model", lambda name=None: fresh())
+    monkeypatch.setattr(otelab.data, "load_counterfact", lambda: records() + records()[:2])
+    monkeypatch.setattr(otelab.data, "load_glue", lambda t: load_probes("rte" if t == "nli" else t, 5))
+    monkeypatch.setattr(otelab.cli_eval, "held_out_texts", lambda n: ["The river flows into the sea."] * n)
+    monkeypatch.setattr(otelab.covariance, "get_covariance", lambda lm, layers, **kw: cov(lm))
+    out = tmp_path / "run.json"
+    argv = ["--n", "4", "--batch", "2", "--checkpoint-every", "1", "--values", "unedited", "--glue-n", "2",
+            "--shots", "1", "--texts", "2", "--latent-n", "2", "--sample-per-batch", "1", "--cov-weight", "5",
+            "--out", str(out)]
+    ps.main(argv)
+    run = json.loads(out.read_text())
+    assert run["settings"]["cov_weight"] == 5.0 and run["session"]["preset"]["cov_weight"] == 5.0
+    assert [c["step"] for c in run["checkpoints"]] == [0, 1, 2] and run["final"]["n"] == 4
+    assert run["evaluation"]["shots"] == 1 and run["evaluation"]["tasks"]["nli"] == 2
+    assert set(run["timings"]) >= {"reference", "stream", "total", "final_all_records"}
+    with pytest.raises(SystemExit):  # never overwrites a run
+        ps.main(argv)
+    assert json.loads(out.read_text()) == run
+
+    # interrupted in step 2 (after the checkpoint of step 1), then resumed
+    real = S.value_provider
+    calls = []
+
+    def dies_second_time(session, *a, **kw):
+        f = real(session, *a, **kw)
+
+        def g(reqs):
+            calls.append(len(reqs))
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return f(reqs)
+        return g
+
+    cut = tmp_path / "cut.json"
+    argv_cut = argv[:-1] + [str(cut)]
+    monkeypatch.setattr(S, "value_provider", dies_second_time)
+    with pytest.raises(KeyboardInterrupt):
+        ps.main(argv_cut)
+    assert json.loads(cut.read_text())["session_step"] == 1
+    monkeypatch.setattr(S, "value_provider", real)
+    ps.main(argv_cut + ["--resume"])
+    again = json.loads(cut.read_text())
+    assert again["final"]["efficacy_per_record"] == run["final"]["efficacy_per_record"]
+    assert len(again["steps"]) == len(run["steps"]) == 2
+    for a, b in zip(again["steps"], run["steps"]):
+        assert a["dW"] == pytest.approx(b["dW"], rel=1e-6)
