@@ -193,8 +193,10 @@ class StreamEval:
         if self.baseline.latent is not None:
             out["latent"] = self.baseline.latent.drift(model, tok, self.records[:n_done], self.eval_batch_size)
         if self.capability is not None:
-            cap = M.general_capability(model, tok, self.tasks, 16, False, reference=self.capability,
-                                       demos=self.demos)
+            # before the first edit the model's answers are the cached reference answers
+            cap = (M.capability_scores(self.capability, self.capability) if n_done == 0 else
+                   M.general_capability(model, tok, self.tasks, 16, False, reference=self.capability,
+                                        demos=self.demos))
             out["capability"] = cap
             out["capability_mean"] = {k: sum(d[k] for d in cap.values()) / len(cap)
                                       for k in ("acc", "f1", "agreement", "margin")}
