@@ -79,7 +79,7 @@ def main() -> None:
     ref0 = CapabilityAnswers(res["reference_answers"]["gold"], res["reference_answers"]["scores"])
     if "capability_unedited" not in res:
         chance = {t: max(sum(g == c for g in gold) for c in set(gold)) / len(gold) for t, gold in ref0.gold.items()}
-        res["capability_unedited"] = {"zero_shot": general_capability(model, tok, tasks, reference=ref0),
+        res["capability_unedited"] = {"zero_shot": capability_scores(ref0, ref0),
                                       "majority_class_share": chance}
         save()
 
