@@ -1030,7 +1030,9 @@ def general_capability(model, tok, tasks: Mapping[str, Sequence[Mapping]], batch
     model's :func:`capability_answers` on the same items) two measures that move are
     added: ``agreement`` (share of items answered as the unedited model answered) and
     ``margin`` (mean log-likelihood of the unedited model's answer minus the best other
-    label, under this model; the unedited model's own value is ``margin_unedited``).
+    label, under this model; the unedited model's own value is ``margin_unedited``, and
+    ``margin_change`` is the mean per-item |margin − margin_unedited|, which shifts of
+    opposite sign cannot cancel).
 
     Arguments:
         model, tok: a causal LM and its tokenizer.
@@ -1044,7 +1046,7 @@ def general_capability(model, tok, tasks: Mapping[str, Sequence[Mapping]], batch
 
     Returns:
         ``{task: {"acc", "f1" (binary F1 of label 1; macro F1 for mmlu), "mcc" (cola only),
-        "n", and with a reference "agreement", "margin", "margin_unedited"}}``.
+        "n", and with a reference "agreement", "margin", "margin_unedited", "margin_change"}}``.
     """
     if reference is not None:
         for task, items in tasks.items():
@@ -1086,6 +1088,9 @@ def capability_scores(ans: CapabilityAnswers, reference: CapabilityAnswers | Non
             row["agreement"] = sum(int(p == r) for p, r in zip(pred, ref_pred)) / len(gold)
             row["margin"] = sum(_margin(s, r) for s, r in zip(ans.scores[task], ref_pred)) / len(gold)
             row["margin_unedited"] = sum(_margin(s, r) for s, r in zip(reference.scores[task], ref_pred)) / len(gold)
+            # per item |Δ margin|: shifts of opposite sign do not cancel
+            row["margin_change"] = sum(abs(_margin(s, r) - _margin(s0, r)) for s, s0, r in
+                                       zip(ans.scores[task], reference.scores[task], ref_pred)) / len(gold)
         out[task] = row
     return out
 

@@ -502,7 +502,7 @@ def test_capability_agreement_and_margin(tiny):
     same = M.general_capability(tiny.model, tok, CAP_TASKS, reference=ref)
     for task, d in same.items():
         assert d["agreement"] == 1.0
-        assert d["margin"] == pytest.approx(d["margin_unedited"]) and d["margin"] >= 0
+        assert d["margin"] == pytest.approx(d["margin_unedited"]) and d["margin"] >= 0 and d["margin_change"] == pytest.approx(0, abs=1e-4)
     # a model pushed towards " positive" / " B": agreement and margin follow its own scores
     rigged = Rigged(tiny.model, set(ids_of(tok, "positive")) | set(ids_of(tok, "B")), bonus=3.0)
     got = M.general_capability(rigged, tok, CAP_TASKS, reference=ref)
@@ -512,6 +512,9 @@ def test_capability_agreement_and_margin(tiny):
         assert got[task]["agreement"] == pytest.approx(sum(a == b for a, b in zip(rp, mp)) / len(rp))
         manual = [s[r] - max(v for o, v in enumerate(s) if o != r) for s, r in zip(mine.scores[task], rp)]
         assert got[task]["margin"] == pytest.approx(sum(manual) / len(manual))
+        before = [s[r] - max(v for o, v in enumerate(s) if o != r) for s, r in zip(ref.scores[task], rp)]
+        assert got[task]["margin_change"] == pytest.approx(sum(abs(a - b) for a, b in zip(manual, before)) / len(rp))
+        assert got[task]["margin_change"] > 0
         assert got[task]["margin_unedited"] == pytest.approx(same[task]["margin_unedited"])
     with pytest.raises(ValueError, match="task 'sst2'"):
         M.general_capability(tiny.model, tok, {"sst2": CAP_TASKS["sst2"][:3]}, reference=ref)
