@@ -199,7 +199,7 @@ class StreamEval:
                                         demos=self.demos))
             out["capability"] = cap
             out["capability_mean"] = {k: sum(d[k] for d in cap.values()) / len(cap)
-                                      for k in ("acc", "f1", "agreement", "margin")}
+                                      for k in ("acc", "f1", "agreement", "margin", "margin_change")}
         return out
 
     def checkpoint(self, loaded, steps_done: int) -> dict[str, Any]:
@@ -414,7 +414,7 @@ def stream_report(run: Mapping[str, Any], label: Optional[str] = None):
     """A run's checkpoints as an :class:`otelab.report.Report` (step = edits so far).
 
     Metrics: ``ppl``, ``top1_agreement``, ``latent_drift`` (and ``_unrelated`` / ``_edited``),
-    ``glue/<task>/<acc|f1|agreement|margin>``, ``efficacy`` / ``paraphrase`` / ``specificity`` of
+    ``glue/<task>/<acc|f1|agreement|margin|margin_change>``, ``efficacy`` / ``paraphrase`` / ``specificity`` of
     the sample (``_lo`` / ``_hi``: the bootstrap interval), ``dW/<layer>`` and ``cond/<layer>``,
     and the retention matrix as ``retention/<batch>`` (1-based batch, the share at that checkpoint).
     """
@@ -433,7 +433,7 @@ def stream_report(run: Mapping[str, Any], label: Optional[str] = None):
             row.update(latent_drift=c["latent"]["cos_drift"], latent_drift_unrelated=c["latent"]["cos_drift_unrelated"],
                        latent_drift_edited=c["latent"]["cos_drift_edited"])
         for task, d in c.get("capability", {}).items():
-            row.update({f"glue/{task}/{k}": d[k] for k in ("acc", "f1", "agreement", "margin")})
+            row.update({f"glue/{task}/{k}": d[k] for k in ("acc", "f1", "agreement", "margin", "margin_change")})
         for k in EDIT_KEYS:
             if "edit_sample" in c:
                 row[k] = c["edit_sample"][k]
