@@ -3,16 +3,18 @@
 Phases, each written to ``--out`` as it finishes (rerun with the same ``--out`` to skip
 finished phases):
 
-1. ``capability_unedited``: the six tasks zero-shot and ``--shots``-shot on the unedited
-   model (accuracy / F1 against chance: does a few-shot format lift the tasks?).
+1. ``reference_answers`` / ``capability_unedited``: the six tasks zero-shot on the
+   unedited model (the per-item option scores are kept).
 2. ``damage``: a naive MEMIT stream with λ = ``--cov-weight`` over ``--edits`` CounterFact
-   edits in steps of ``--batch``, with synthetic values z = z_init + noise (noise of the
-   mean norm of real values, measured with ``compute_values`` on ``--calib`` requests),
-   so that no value optimisation is needed; the session is saved.
-3. ``capability_damaged``: the same measures on the damaged model, with agreement and
-   margin against the unedited answers, and PPL / top-1 agreement for context.
-4. ``checkpoint``: the time of one :meth:`otelab.stream.StreamEval.checkpoint` at the
-   paper's sizes (sample of ``--sample-per-batch`` per batch).
+   edits in steps of ``--batch``, with synthetic values z = z_init + noise (z_init of the
+   unedited model; noise of the mean norm of real values, measured with ``compute_values``
+   on ``--calib`` requests), so that no value optimisation is needed; the session is saved.
+3. ``capability_damaged``: the same tasks on the damaged model, with agreement and margin
+   against the unedited answers, and PPL / top-1 agreement for context.
+4. ``checkpoint``: the time of one :meth:`otelab.stream.StreamEval.checkpoint` without the
+   capability part (whose time is phase 3's), at ``--sample-per-batch`` records per batch.
+5. ``few_shot``: does a ``--shots``-shot format lift the binary tasks above one label on
+   the unedited model (first ``--shot-n`` items, against zero-shot on the same items)?
 
 Usage: OMP_NUM_THREADS=1 python experiments/stream_eval_check.py --out experiments/results/stream-eval-smollm2.json
 """
@@ -31,7 +33,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--glue-n", type=int, default=100)
     ap.add_argument("--shots", type=int, default=2)
-    ap.add_argument("--shot-n", type=int, default=50, help="items per task for the few-shot comparison")
+    ap.add_argument("--shot-n", type=int, default=30, help="items per task for the few-shot comparison")
     ap.add_argument("--edits", type=int, default=300)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--cov-weight", type=float, default=1000.0)
@@ -148,27 +150,24 @@ def main() -> None:
         save()
         print(json.dumps(res["checkpoint"], indent=1))
 
-    # 5. does a few-shot format lift the tasks? (unedited and damaged, first --shot-n items, MMLU left out:
-    # its prompts are the longest)
+    # 5. does a few-shot format lift the tasks? (unedited model, first --shot-n items, MMLU left out: its
+    # prompts are the longest); zero-shot on the same items is read off the reference answers
     if args.shots and "few_shot" not in res:
+        from otelab.workbench import unedited_weights
+
         names = [t for t in tasks if t != "mmlu"]
         few_tasks, demos = capability_tasks(args.shot_n, args.shots)
         few_tasks = {t: few_tasks[t] for t in names}
         demos = {t: demos[t] for t in names}
-        zero_small = {t: tasks[t][:args.shot_n] for t in names}
-        damaged_zero = general_capability(model, tok, zero_small, reference=None)
-        damaged_few = capability_answers(model, tok, few_tasks, demos=demos)
+        zero = CapabilityAnswers({t: ref0.gold[t][:args.shot_n] for t in names},
+                                 {t: ref0.scores[t][:args.shot_n] for t in names})
         with unedited_weights(s):
             t0 = time.perf_counter()
-            ref_few = capability_answers(model, tok, few_tasks, demos=demos, show_progress=True)
+            few = capability_answers(model, tok, few_tasks, demos=demos, show_progress=True)
             t_few = time.perf_counter() - t0
-            unedited_zero = general_capability(model, tok, zero_small, reference=None)
-        res["few_shot"] = {
-            "tasks": names, "items": args.shot_n, "shots": args.shots,
-            "unedited_zero_shot": unedited_zero,
-            "unedited_few_shot": capability_scores(ref_few, ref_few),
-            "damaged_zero_shot": damaged_zero, "damaged_few_shot": capability_scores(damaged_few, ref_few),
-            "seconds_unedited_few_shot": round(t_few, 1)}
+        res["few_shot"] = {"tasks": names, "items": args.shot_n, "shots": args.shots, "model": "unedited",
+                           "zero_shot": capability_scores(zero), "few_shot": capability_scores(few),
+                           "seconds_few_shot": round(t_few, 1)}
         save()
         print(json.dumps(res["few_shot"], indent=1))
 
