@@ -13,7 +13,7 @@ finished phases):
    against the unedited answers, and PPL / top-1 agreement for context.
 4. ``checkpoint``: the time of one :meth:`otelab.stream.StreamEval.checkpoint` without the
    capability part (whose time is phase 3's), at ``--sample-per-batch`` records per batch.
-5. ``few_shot``: does a ``--shots``-shot format lift the binary tasks above one label on
+5. ``few_shot_<shots>``: does a ``--shots``-shot format lift the binary tasks above one label on
    the unedited model (first ``--shot-n`` items, against zero-shot on the same items)?
 
 Usage: OMP_NUM_THREADS=1 python experiments/stream_eval_check.py --out experiments/results/stream-eval-smollm2.json
@@ -152,7 +152,7 @@ def main() -> None:
 
     # 5. does a few-shot format lift the tasks? (unedited model, first --shot-n items, MMLU left out: its
     # prompts are the longest); zero-shot on the same items is read off the reference answers
-    if args.shots and "few_shot" not in res:
+    if args.shots and f"few_shot_{args.shots}" not in res:
         from otelab.workbench import unedited_weights
 
         names = [t for t in tasks if t != "mmlu"]
@@ -165,11 +165,11 @@ def main() -> None:
             t0 = time.perf_counter()
             few = capability_answers(model, tok, few_tasks, demos=demos, show_progress=True)
             t_few = time.perf_counter() - t0
-        res["few_shot"] = {"tasks": names, "items": args.shot_n, "shots": args.shots, "model": "unedited",
-                           "zero_shot": capability_scores(zero), "few_shot": capability_scores(few),
-                           "seconds_few_shot": round(t_few, 1)}
+        res[f"few_shot_{args.shots}"] = {
+            "tasks": names, "items": args.shot_n, "shots": args.shots, "model": "unedited",
+            "zero_shot": capability_scores(zero), "few_shot": capability_scores(few), "seconds_few_shot": round(t_few, 1)}
         save()
-        print(json.dumps(res["few_shot"], indent=1))
+        print(json.dumps(res[f"few_shot_{args.shots}"], indent=1))
 
 if __name__ == "__main__":
     main()
