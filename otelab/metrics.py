@@ -16,8 +16,10 @@ prompt at a time.
   the unedited model, never against a model that has already been edited.
 - Fluency and consistency: :func:`ngram_entropy`, :func:`generation_fluency`,
   :func:`tfidf_consistency`.
-- General capability: :func:`general_capability` (zero-shot GLUE-style and MMLU
-  prompts scored by the likelihood of the label words).
+- General capability: :func:`general_capability` (GLUE-style and MMLU prompts,
+  zero- or few-shot, scored by the likelihood of the label words; agreement with
+  the unedited model's answers and the log-likelihood margin of its answer).
+- Sampling: :func:`bootstrap_ci` (percentile bootstrap of a mean).
 
 LM drift (Table 7: perplexity, top-1 agreement) and latent drift (Figures 4,
 6, 7) live in :mod:`otelab.drift`.
@@ -912,15 +914,125 @@ def mcc(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     return (tp * tn - fp * fn) / den if den else 0.0
 
 
+def _few_shot_prefix(task: str, demos: Sequence[Mapping], where: str) -> str:
+    """Worked examples (prompt, a space and the gold label word) separated by blank lines."""
+    parts = []
+    for j, item in enumerate(demos):
+        prompt, options, gold = _task_item(task, item, f"{where} demonstration {j}")
+        parts.append(f"{prompt} {options[gold]}\n\n")
+    return "".join(parts)
+
+
+def pick_demonstrations(task: str, pool: Sequence[Mapping], shots: int) -> list[dict]:
+    """``shots`` worked examples for a few-shot prompt, the gold labels taking turns.
+
+    Binary tasks alternate label 0 and 1 (so the examples do not teach one answer);
+    MMLU cycles A, B, C, D. Items are taken in pool order, so the choice is fixed.
+
+    Arguments:
+        task: the task name.
+        pool: items NOT evaluated (e.g. the items after the first 100).
+        shots: how many examples.
+
+    Returns:
+        The chosen items (fewer when the pool runs out of a label).
+    """
+    if shots < 0:
+        raise ValueError(f"shots must be >= 0, got {shots}")
+    by_label: dict[int, list] = {}
+    for j, item in enumerate(pool):
+        by_label.setdefault(_task_item(task, item, f"task {task!r} pool item {j}")[2], []).append(item)
+    labels = sorted(by_label)
+    out: list[dict] = []
+    k = 0
+    while len(out) < shots and any(by_label.values()):
+        lst = by_label[labels[k % len(labels)]]
+        if lst:
+            out.append(dict(lst.pop(0)))
+        k += 1
+    return out
+
+
+@dataclass
+class CapabilityAnswers:
+    """One model's answers on the general-capability tasks (the unedited reference, cached before editing).
+
+    Attributes:
+        gold: ``{task: [gold option index per item]}``.
+        scores: ``{task: [[total log-likelihood of each option] per item]}``.
+        shots: worked examples in front of every prompt (0 = zero-shot).
+    """
+
+    gold: dict[str, list[int]]
+    scores: dict[str, list[list[float]]]
+    shots: int = 0
+
+    def predictions(self, task: str) -> list[int]:
+        return [max(range(len(s)), key=s.__getitem__) for s in self.scores[task]]
+
+
+def capability_answers(model, tok, tasks: Mapping[str, Sequence[Mapping]], batch_size: int = 16,
+                       demos: Mapping[str, Sequence[Mapping]] | None = None,
+                       show_progress: bool | None = None) -> CapabilityAnswers:
+    """Score every label word of every item (total log-likelihood after the prompt).
+
+    Arguments:
+        model, tok: a causal LM and its tokenizer.
+        tasks: ``{task: items}`` (see :func:`general_capability`).
+        batch_size: sequences per forward pass.
+        demos: optional ``{task: worked examples}`` put in front of every prompt of
+            that task (see :func:`pick_demonstrations`); tasks without demos stay zero-shot.
+
+    Returns:
+        :class:`CapabilityAnswers`.
+    """
+    prompts, targets, owners = [], [], []
+    golds: dict[str, list[int]] = {}
+    shots = {len(v) for v in (demos or {}).values()}
+    for task, items in tasks.items():
+        items = list(items)
+        if not items:
+            raise ValueError(f"task {task!r} has no items")
+        prefix = _few_shot_prefix(task, (demos or {}).get(task, ()), f"task {task!r}")
+        golds[task] = []
+        for j, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise ValueError(f"task {task!r} item {j}: expected a dict, got {type(item).__name__}")
+            prompt, options, gold = _task_item(task, item, f"task {task!r} item {j}")
+            golds[task].append(gold)
+            for o in options:
+                prompts.append(prefix + prompt); targets.append(o); owners.append((task, j))
+    res = teacher_forced(model, tok, prompts, targets, batch_size, show_progress=show_progress)
+    scores: dict[str, list[list[float]]] = {t: [[] for _ in g] for t, g in golds.items()}
+    for (task, j), r in zip(owners, res):
+        scores[task][j].append(float(r.logprobs.sum()))  # total log-likelihood of the label
+    return CapabilityAnswers(gold=golds, scores=scores, shots=max(shots) if shots else 0)
+
+
+def _margin(s: Sequence[float], ref: int) -> float:
+    """Log-likelihood of option ``ref`` minus the best other option."""
+    return s[ref] - max(v for o, v in enumerate(s) if o != ref)
+
+
 def general_capability(model, tok, tasks: Mapping[str, Sequence[Mapping]], batch_size: int = 16,
-                       show_progress: bool | None = None) -> dict[str, dict[str, float]]:
-    """Zero-shot accuracy on GLUE-style tasks and MMLU, scored by label likelihood.
+                       show_progress: bool | None = None, reference: CapabilityAnswers | None = None,
+                       demos: Mapping[str, Sequence[Mapping]] | None = None) -> dict[str, dict[str, float]]:
+    """Accuracy / F1 on GLUE-style tasks and MMLU, scored by label likelihood, and agreement with the unedited model.
 
     Each item becomes a prompt in the style of the seed code (e.g. ``Review: …
     Sentiment (positive or negative):``) and every label word (" positive"/
     " negative", " yes"/" no", " A"…" D") is scored by its total log-likelihood
     after the prompt; the most likely label is the prediction. Single-token
     labels share one forward pass per item (prefix sharing).
+
+    A 135M model answers some tasks with one label whatever the input, so accuracy
+    can stay flat while the model is damaged. With a ``reference`` (the unedited
+    model's :func:`capability_answers` on the same items) two measures that move are
+    added: ``agreement`` (share of items answered as the unedited model answered) and
+    ``margin`` (mean log-likelihood of the unedited model's answer minus the best other
+    label, under this model; the unedited model's own value is ``margin_unedited``, and
+    ``margin_change`` is the mean per-item |margin − margin_unedited|, which shifts of
+    opposite sign cannot cancel).
 
     Arguments:
         model, tok: a causal LM and its tokenizer.
@@ -929,37 +1041,85 @@ def general_capability(model, tok, tasks: Mapping[str, Sequence[Mapping]], batch
             ``sentence, label``; mrpc/rte/nli ``sentence1, sentence2, label``;
             mmlu ``question, choices[4], answer``).
         batch_size: sequences per forward pass.
+        reference: the unedited model's answers on the same tasks and items (same demos).
+        demos: worked examples per task for a few-shot prompt (default zero-shot).
 
     Returns:
-        ``{task: {"acc", "f1" (binary F1 of label 1; macro F1 for mmlu) or "mcc" (cola), "n"}}``.
+        ``{task: {"acc", "f1" (binary F1 of label 1; macro F1 for mmlu), "mcc" (cola only),
+        "n", and with a reference "agreement", "margin", "margin_unedited", "margin_change"}}``.
     """
-    prompts, targets, owners = [], [], []
-    golds: dict[str, list[int]] = {}
-    for task, items in tasks.items():
-        items = list(items)
-        if not items:
-            raise ValueError(f"task {task!r} has no items")
-        golds[task] = []
-        for j, item in enumerate(items):
-            if not isinstance(item, Mapping):
-                raise ValueError(f"task {task!r} item {j}: expected a dict, got {type(item).__name__}")
-            prompt, options, gold = _task_item(task, item, f"task {task!r} item {j}")
-            golds[task].append(gold)
-            for o in options:
-                prompts.append(prompt); targets.append(o); owners.append((task, j))
-    res = teacher_forced(model, tok, prompts, targets, batch_size, show_progress=show_progress)
-    scores: dict[tuple[str, int], list[float]] = {}
-    for key, r in zip(owners, res):
-        scores.setdefault(key, []).append(float(r.logprobs.sum()))  # total log-likelihood of the label
+    if reference is not None:
+        for task, items in tasks.items():
+            if task not in reference.gold or len(reference.gold[task]) != len(list(items)):
+                raise ValueError(f"the reference has no answers for the {len(list(items))} items of task {task!r}; "
+                                 "compute it with capability_answers on the same items")
+        want = max((len(v) for v in (demos or {}).values()), default=0)
+        if reference.shots != want:
+            raise ValueError(f"the reference was scored {reference.shots}-shot, this call is {want}-shot")
+    return capability_scores(capability_answers(model, tok, tasks, batch_size, demos, show_progress), reference)
+
+
+def capability_scores(ans: CapabilityAnswers, reference: CapabilityAnswers | None = None) -> dict[str, dict[str, float]]:
+    """The scores of :func:`general_capability` from answers already computed.
+
+    Arguments:
+        ans: a model's :func:`capability_answers`.
+        reference: the unedited model's answers on the same items, or None.
+
+    Returns:
+        See :func:`general_capability`.
+    """
     out: dict[str, dict[str, float]] = {}
-    for task, gold in golds.items():
-        pred = [max(range(len(s)), key=s.__getitem__) for s in (scores[(task, j)] for j in range(len(gold)))]
+    for task, gold in ans.gold.items():
+        if reference is not None and reference.gold.get(task) != gold:
+            raise ValueError(f"task {task!r}: the reference was computed on different items (gold labels differ)")
+        pred = ans.predictions(task)
         acc = sum(int(p == g) for p, g in zip(pred, gold)) / len(gold)
-        if task == "cola":
-            out[task] = {"acc": acc, "mcc": mcc(gold, pred), "n": len(gold)}
-        elif task == "mmlu":
-            out[task] = {"acc": acc, "f1": macro_f1(gold, pred), "n": len(gold)}
+        if task == "mmlu":
+            row = {"acc": acc, "f1": macro_f1(gold, pred)}
         else:
-            # label 1 is the GLUE positive class (positive / paraphrase / not_entailment)
-            out[task] = {"acc": acc, "f1": binary_f1(gold, pred, 1), "n": len(gold)}
+            # label 1 is the GLUE positive class (positive / paraphrase / acceptable / not_entailment)
+            row = {"acc": acc, "f1": binary_f1(gold, pred, 1)}
+            if task == "cola":
+                row["mcc"] = mcc(gold, pred)
+        row["n"] = len(gold)
+        if reference is not None:
+            ref_pred = reference.predictions(task)
+            row["agreement"] = sum(int(p == r) for p, r in zip(pred, ref_pred)) / len(gold)
+            row["margin"] = sum(_margin(s, r) for s, r in zip(ans.scores[task], ref_pred)) / len(gold)
+            row["margin_unedited"] = sum(_margin(s, r) for s, r in zip(reference.scores[task], ref_pred)) / len(gold)
+            # per item |Δ margin|: shifts of opposite sign do not cancel
+            row["margin_change"] = sum(abs(_margin(s, r) - _margin(s0, r)) for s, s0, r in
+                                       zip(ans.scores[task], reference.scores[task], ref_pred)) / len(gold)
+        out[task] = row
     return out
+
+
+# ----------------------------------------------------------------------------
+# Sampling uncertainty
+
+
+def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (NaNs dropped).
+
+    Arguments:
+        values: per-record scores (e.g. 0/1 efficacy of a random sample of edits).
+        n_boot: bootstrap resamples.
+        level: coverage of the interval.
+        seed: the resampling seed (same seed, same interval).
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` when no value is finite.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    x = torch.tensor([float(v) for v in values if v is not None and not math.isnan(v)], dtype=torch.float64)
+    if not len(x):
+        return float("nan"), float("nan")
+    g = torch.Generator().manual_seed(seed)
+    means = x[torch.randint(len(x), (n_boot, len(x)), generator=g)].mean(1)  # [n_boot]
+    a = (1 - level) / 2
+    q = torch.quantile(means, torch.tensor([a, 1 - a], dtype=torch.float64))
+    return float(q[0]), float(q[1])

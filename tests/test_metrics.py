@@ -484,3 +484,91 @@ def test_cli_eval_unedited_and_session(tmp_path, monkeypatch, capsys):
 
     assert main(["eval", "--model", "tiny-llama", "--session", str(tmp_path / "nope"), "--texts", "0"]) == 2
     assert "cannot load session" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- capability vs the unedited model
+
+
+CAP_TASKS = {
+    "sst2": [{"sentence": f"film number {i} was shown", "label": lab} for i, lab in enumerate([1, 0, 1, 1, 0])],
+    "mmlu": [{"question": f"Question {i}?", "subject": "misc", "choices": ["w", "x", "y", "z"], "answer": a}
+             for i, a in enumerate([1, 0, 1, 3])],
+}
+
+
+def test_capability_agreement_and_margin(tiny):
+    tok = tiny.tokenizer
+    ref = M.capability_answers(tiny.model, tok, CAP_TASKS, batch_size=3)
+    same = M.general_capability(tiny.model, tok, CAP_TASKS, reference=ref)
+    for task, d in same.items():
+        assert d["agreement"] == 1.0
+        assert d["margin"] == pytest.approx(d["margin_unedited"]) and d["margin"] >= 0 and d["margin_change"] == pytest.approx(0, abs=1e-4)
+    # a model pushed towards " positive" / " B": agreement and margin follow its own scores
+    rigged = Rigged(tiny.model, set(ids_of(tok, "positive")) | set(ids_of(tok, "B")), bonus=3.0)
+    got = M.general_capability(rigged, tok, CAP_TASKS, reference=ref)
+    mine = M.capability_answers(rigged, tok, CAP_TASKS)
+    for task in CAP_TASKS:
+        rp, mp = ref.predictions(task), mine.predictions(task)
+        assert got[task]["agreement"] == pytest.approx(sum(a == b for a, b in zip(rp, mp)) / len(rp))
+        manual = [s[r] - max(v for o, v in enumerate(s) if o != r) for s, r in zip(mine.scores[task], rp)]
+        assert got[task]["margin"] == pytest.approx(sum(manual) / len(manual))
+        before = [s[r] - max(v for o, v in enumerate(s) if o != r) for s, r in zip(ref.scores[task], rp)]
+        assert got[task]["margin_change"] == pytest.approx(sum(abs(a - b) for a, b in zip(manual, before)) / len(rp))
+        assert got[task]["margin_change"] > 0
+        assert got[task]["margin_unedited"] == pytest.approx(same[task]["margin_unedited"])
+    with pytest.raises(ValueError, match="task 'sst2'"):
+        M.general_capability(tiny.model, tok, {"sst2": CAP_TASKS["sst2"][:3]}, reference=ref)
+    demos = {"sst2": M.pick_demonstrations("sst2", CAP_TASKS["sst2"], 2)}
+    with pytest.raises(ValueError, match="0-shot, this call is 2-shot"):
+        M.general_capability(tiny.model, tok, {"sst2": CAP_TASKS["sst2"]}, reference=ref, demos=demos)
+
+
+def test_few_shot_prompts_and_demonstrations(tiny):
+    tok = tiny.tokenizer
+    pool = [{"sentence": f"s{i}", "label": lab} for i, lab in enumerate([1, 1, 1, 0, 1, 0])]
+    demos = M.pick_demonstrations("sst2", pool, 3)
+    assert [d["sentence"] for d in demos] == ["s3", "s0", "s5"]  # labels take turns, pool order
+    items = CAP_TASKS["sst2"][:2]
+    ans = M.capability_answers(tiny.model, tok, {"sst2": items}, demos={"sst2": demos})
+    assert ans.shots == 3
+    prefix = "".join(f"Review: {d['sentence']}\nSentiment (positive or negative): "
+                     f"{['negative', 'positive'][d['label']]}\n\n" for d in demos)
+    for j, item in enumerate(items):
+        prompt = prefix + f"Review: {item['sentence']}\nSentiment (positive or negative):"
+        for o, word in enumerate(["negative", "positive"]):
+            manual = naive_logprob(tiny.model, tok, prompt, word) * len(ids_of(tok, word))
+            assert ans.scores["sst2"][j][o] == pytest.approx(manual, abs=1e-4)
+
+
+def test_bootstrap_interval():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(400, generator=g) < 0.5).float().tolist()
+    lo, hi = M.bootstrap_ci(x, n_boot=2000, seed=1)
+    mean = sum(x) / len(x)
+    half = 1.96 * math.sqrt(mean * (1 - mean) / len(x))  # the normal approximation
+    assert lo < mean < hi
+    assert lo == pytest.approx(mean - half, abs=0.01) and hi == pytest.approx(mean + half, abs=0.01)
+    assert M.bootstrap_ci(x, n_boot=2000, seed=1) == (lo, hi)  # seeded
+    lo4, hi4 = M.bootstrap_ci(x[:100], n_boot=2000, seed=1)
+    assert hi4 - lo4 > 1.5 * (hi - lo)  # a quarter of the sample: about twice as wide
+    assert M.bootstrap_ci([1.0, float("nan"), 1.0]) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in M.bootstrap_ci([float("nan")]))
+    with pytest.raises(ValueError, match="level"):
+        M.bootstrap_ci(x, level=1.5)
+
+
+def test_shared_neighbourhood_prompts_score_as_one_at_a_time(tiny):
+    # records sharing neighbourhood prompts (and one record's edit prompt is another's neighbour)
+    shared = ["The mother tongue of Thomas Mann is", "Michel Rocard is a native speaker of"]
+    recs = [fact(i, s, "The mother tongue of {} is", new, "French", para=[f"{s} grew up speaking"],
+                 neigh=shared + [f"The mother tongue of {o} is"])
+            for i, (s, new, o) in enumerate([("Danielle Darrieux", "English", "Thomas Mann"),
+                                             ("Thomas Mann", "Dutch", "Danielle Darrieux"),
+                                             ("Jean Gabin", "Russian language", "Thomas Mann")])]
+    base = M.Baseline.compute(tiny.model, tiny.tokenizer, recs)
+    together = M.edit_scores(tiny.model, tiny.tokenizer, recs, batch_size=4, baseline=base)["per_record"]
+    for r, got in zip(recs, together):
+        alone = M.edit_scores(tiny.model, tiny.tokenizer, [r], batch_size=1, baseline=base)["per_record"][0]
+        assert got.keys() == alone.keys()
+        for k, v in alone.items():
+            assert got[k] == pytest.approx(v, abs=1e-5), k
