@@ -166,13 +166,16 @@ class ValueBank:
                           "rebuilding it from the shards", ValueBankWarning, stacklevel=3)
             return {"spec": self.spec, "shards": {}}
         if index.get("spec") != self.spec:
-            warnings.warn(f"value bank {self.path}: index.json belongs to another spec; rebuilding it "
-                          "from the shards that match this one", ValueBankWarning, stacklevel=3)
-            return {"spec": self.spec, "shards": {}}
+            other = index.get("spec") or {}
+            differ = sorted(k for k in set(other) | set(self.spec) if other.get(k) != self.spec.get(k))
+            raise ValueBankError(f"{self.path} holds the value bank of another model or value spec "
+                                 f"({other.get('model')}, differs in {differ}); give another folder")
         return index
 
     def _check_shard(self, file: Path, sha_file: str | None) -> tuple[dict | None, str | None]:
-        """Read and verify one shard; returns (tensors + keys, None) or (None, why it cannot be used)."""
+        """Read and verify one shard; returns (tensors + keys, None) or (None, why it cannot be used).
+
+        A shard of another spec is reported with a reason starting "another spec"."""
         from safetensors import safe_open
 
         if sha_file is not None and sha256_file(file) != sha_file:
@@ -186,7 +189,7 @@ class ValueBank:
             return None, f"it cannot be read ({type(e).__name__}: {e})"
         if spec != self.spec:
             differ = sorted(k for k in set(spec) | set(self.spec) if spec.get(k) != self.spec.get(k))
-            return None, f"it was computed with another spec (fields {differ})"
+            return None, f"another spec: it was computed for {spec.get('model')} with other fields {differ}"
         if _tensors_sha256(tensors) != meta.get("sha256"):
             return None, "its tensor checksum does not match (file corrupted)"
         if set(tensors) != {"z", "z_init", "nll", "steps"} or any(t.shape[0] != len(keys) for t in tensors.values()):
@@ -210,6 +213,10 @@ class ValueBank:
                 if entry is not None and not verify:
                     continue
                 data, why = self._check_shard(self.path / name, entry["sha256"] if entry else None)
+                if data is None and why.startswith("another spec") and entry is None:
+                    # not ours (copied in by hand): left alone, never indexed
+                    warnings.warn(f"value bank {self.path}: ignoring {name}: {why}", ValueBankWarning, stacklevel=3)
+                    continue
                 if data is None:
                     bad.append((name, why))
                     self._reject(self.path / name, why)
@@ -314,12 +321,15 @@ class ValueBank:
             bar.close()
         return len(todo)
 
-    def get(self, requests: Sequence[EditRequest], progress: bool | None = None) -> V.ValueResult:
+    def get(self, requests: Sequence[EditRequest], progress: bool | None = None,
+            compute: bool = True) -> V.ValueResult:
         """The values of ``requests``, in request order; missing ones are computed (in chunks) and stored.
 
         Arguments:
             requests: validated edit requests (duplicates allowed).
             progress: override the bank's ``progress`` for this call.
+            compute: compute what is missing (True), or raise :class:`ValueBankError` (False: e.g.
+                while the model is being edited, when values must come from the unedited one).
         Returns:
             :class:`otelab.values.ValueResult` on ``loaded.device``: ``z``, ``z_init`` ``[n, d_model]``,
             ``losses`` ``[steps][n]`` (each request's NLL trajectory, its last value repeated after it
@@ -330,6 +340,9 @@ class ValueBank:
         old, self.progress = self.progress, self.progress if progress is None else progress
         try:
             for _ in range(2):   # a shard found corrupted while reading is recomputed once
+                if not compute and (todo := self.missing(requests)):
+                    raise ValueBankError(f"value bank {self.path}: {len(todo)} of the {len(requests)} values are "
+                                         f"missing (first: {todo[0].name}) and computing is off")
                 self.compute(requests)
                 rows = []
                 for r in requests:
