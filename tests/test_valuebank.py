@@ -220,3 +220,24 @@ def test_cli_edit_with_banked_values(tmp_path, monkeypatch):
     assert len(bank) == 3 and bank.missing(REQS[:3]) == []
     no_compute(monkeypatch)
     assert main(argv[:-1] + [str(tmp_path / "run2")]) == 0       # the second run reuses every value
+
+
+def test_the_module_example_runs():
+    import doctest
+
+    import otelab.valuebank
+    res = doctest.testmod(otelab.valuebank)
+    assert res.attempted >= 5 and res.failed == 0
+
+
+@pytest.mark.slow
+def test_smollm2_value_does_not_depend_on_batch_mates():
+    from otelab.models import load_model
+
+    m = load_model()
+    reqs = [r.request() for r in load_factbank(n=3)]
+    templates = context_templates(m)
+    together = V.compute_values(m, reqs, templates=templates)
+    alone = V.compute_values(m, reqs[1:2], templates=templates)
+    assert alone.row_steps == together.row_steps[1:2]
+    torch.testing.assert_close(alone.z[0], together.z[1], rtol=1e-4, atol=1e-4)
