@@ -59,7 +59,7 @@ from otelab import values as V
 from otelab.cache import atomic_write_bytes, atomic_write_json, cache_dir, sha256_file
 from otelab.requests import EditRequest
 
-FORMAT = 1
+FORMAT = 1   # bump when the optimisation in otelab.values changes its result: old banks then stop matching
 _SETTINGS = ("v_lr", "v_steps", "clamp_factor", "kl_factor", "v_weight_decay", "dtype")
 
 
