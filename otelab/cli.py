@@ -16,6 +16,7 @@ COMMANDS = {
     "verify": ("otelab.verify", "check every identity of the paper numerically, then the toy collapse"),
     "edit": ("otelab.cli_edit", "apply a stream of edits to a real model and save the session"),
     "eval": ("otelab.cli_eval", "evaluate the unedited model or a saved session on a data set"),
+    "values": ("otelab.cli_values", "compute, inspect, verify, export and import a bank of target values"),
     "demo": ("otelab.demo", "the headline comparison: aligned vs misaligned editing, with an HTML report"),
 }
 

@@ -52,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=positive_int, default=10, help="requests per step (default 10)")
     p.add_argument("--corpus", default=None, help="covariance corpus: 'wiki' (default), 'wikitext' or a file path")
     p.add_argument("--cov-tokens", type=positive_int, default=None, help="tokens for the covariance (default: the preset's)")
+    p.add_argument("--values", default="per-step", choices=["per-step", "bank"],
+                   help="target values: per-step re-optimises them every step on the edited model (the seed "
+                        "code's protocol, default); bank optimises them once on the unedited model and keeps them "
+                        "in the value bank (otelab values)")
     p.add_argument("--eval", action="store_true", help="record edit metrics after each step")
     p.add_argument("--out", default="runs/edit", help="output folder (default runs/edit)")
 
@@ -139,6 +143,11 @@ def _run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     for r in records:
         _as_request(r).validate(loaded.tokenizer)
+    bank = None
+    if args.values == "bank":
+        from otelab.valuebank import ValueBank
+        bank = ValueBank(loaded)
+        bank.compute([_as_request(r) for r in records])   # on the unedited model, before any step
     session = EditSession(loaded, args.method, args.mode, corpus=args.corpus, n_tokens=args.cov_tokens)
     _remove_old_steps(out / "steps")
     (out / "steps").mkdir(parents=True, exist_ok=True)
@@ -151,7 +160,8 @@ def _run(args: argparse.Namespace) -> int:
     rows = []
     batches = [records[i:i + args.batch] for i in range(0, len(records), args.batch)]
     for b, batch in enumerate(tqdm(batches, desc=f"{args.method}/{args.mode}", unit="step")):
-        rec = session.step([_as_request(r) for r in batch])
+        reqs = [_as_request(r) for r in batch]
+        rec = session.step(reqs, values=bank.get(reqs, progress=False, compute=False) if bank is not None else None)
         row = {"step": rec.step, "edits": sum(len(h.requests) for h in session.history),
                "‖Δ‖ (sum over layers)": round(sum(rec.delta_norms.values()), 4),
                "value NLL": round(sum(rec.value_losses[-1]) / len(rec.value_losses[-1]), 4),

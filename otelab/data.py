@@ -594,3 +594,20 @@ def load_probes(task: str, n: int | None = None) -> list[dict]:
         raise ValueError(f"no built-in probes for {task!r}; expected sst2, mrpc, cola, rte or mmlu")
     file = BUILTIN_DIR / "probes" / f"{task}.json"
     return _first(_collect(read_records(file), f"built-in {task} probes", _GLUE_CONVERTERS[task], "raise"), n)
+
+
+def sample_records(records: Sequence, n: int, seed: int) -> list:
+    """A seeded draw of ``n`` records without replacement, in draw order (the stream order).
+
+    Arguments:
+        records: the pool (e.g. every CounterFact record).
+        n: how many to draw (at most ``len(records)``).
+        seed: the draw's seed; the same seed and pool give the same list.
+    Returns:
+        A list of ``n`` records.
+    """
+    import random
+
+    if not 0 <= n <= len(records):
+        raise ValueError(f"sample_records: cannot draw {n} of {len(records)} records")
+    return random.Random(seed).sample(list(records), n)

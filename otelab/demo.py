@@ -12,9 +12,10 @@ Two parts:
    agreement with the unedited model), on latent drift of subject states, and at the
    start and end on general capability probes.
 
-The target values of each batch are optimised **once**, on the unedited model, and
-shared by every run (``--fresh-values`` optimises them per run on the edited model, as
-the seed code does, at several times the cost). The layers above the edited ones never
+The target values of each request are optimised **once**, on the unedited model, kept
+in the value bank (:mod:`otelab.valuebank`, so a second demo reuses them) and shared by
+every run (``--fresh-values`` is the seed code's per-step protocol: values re-optimised
+every step on each run's edited model, at several times the cost). The layers above the edited ones never
 change, so the hidden state that makes the model say the new object does not depend on
 earlier edits except through its starting point; sharing it isolates what the demo is
 about: the update rule. The residual ``V − W K`` is still taken against each run's own
@@ -80,9 +81,10 @@ class DemoConfig:
         n_texts, max_len: held-out texts for perplexity / top-1 agreement and their token limit.
         latent_n: subject states tracked for latent drift (half edited, half unrelated).
         umap: draw a UMAP of the subject states at the end (needs ``umap-learn``).
-        fresh_values: optimise values per run on the edited model instead of sharing them.
-        values_cache: a folder where the shared values are stored and reused, keyed by the
-            model's fingerprint, the preset, the context templates and the requests (``None``: no cache).
+        fresh_values: the seed code's per-step protocol: values re-optimised every step on each
+            run's edited model, instead of banked values of the unedited model shared by all runs.
+        values_bank: the folder of the value bank that stores the shared values per request
+            (:class:`otelab.valuebank.ValueBank`; ``None``: the model's default bank in the otelab cache).
         verify_quick: the small verification (no toy collapse).
         skip_verify: leave the verification out.
     """
@@ -104,7 +106,7 @@ class DemoConfig:
     umap: bool = True
     glue_every_eval: bool = False
     fresh_values: bool = False
-    values_cache: Optional[str] = None
+    values_bank: Optional[str] = None
     verify_quick: bool = False
     skip_verify: bool = False
 
@@ -210,53 +212,6 @@ def load_demo_data(cfg: DemoConfig):
                              latent_stream_index=list(range(n_edit)) + [None] * len(unrelated))
     data.stream = [_slim(r, cfg.n_para, cfg.n_neigh) for r in data.stream]
     return data
-
-
-# --------------------------------------------------------------------------- shared values, cached
-
-def _values_key(loaded, requests, templates) -> str:
-    """SHA-256 of everything a value optimisation depends on (model, preset, templates, requests)."""
-    import hashlib
-
-    spec = {"fingerprint": loaded.fingerprint, "preset": loaded.preset.to_dict(), "templates": list(templates),
-            "requests": [r.to_dict() for r in requests]}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:32]
-
-
-def save_cached_values(folder: str | Path, loaded, requests, templates, values) -> Path:
-    """Store a :class:`otelab.values.ValueResult` under its key (safetensors + JSON, atomically)."""
-    from safetensors.torch import save_file
-
-    from otelab.cache import atomic_write_bytes
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    key = _values_key(loaded, requests, templates)
-    path = folder / f"values-{key}.safetensors"
-    tmp = folder / f".{path.name}.tmp"
-    save_file({"z": values.z.detach().cpu().contiguous(), "z_init": values.z_init.detach().cpu().contiguous()},
-              str(tmp), metadata={"losses": json.dumps(values.losses), "steps": str(values.steps)})
-    tmp.replace(path)
-    atomic_write_bytes(folder / f"values-{key}.json", json.dumps([r.to_dict() for r in requests]).encode("utf-8"))
-    return path
-
-
-def load_cached_values(folder: str | Path, loaded, requests, templates):
-    """The cached :class:`otelab.values.ValueResult` of exactly these requests, or ``None``."""
-    from safetensors import safe_open
-
-    from otelab.values import ValueResult
-
-    path = Path(folder) / f"values-{_values_key(loaded, requests, templates)}.safetensors"
-    if not path.is_file():
-        return None
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata()
-        z, z_init = f.get_tensor("z"), f.get_tensor("z_init")
-    if tuple(z.shape) != (len(requests), loaded.adapter.d_out(loaded.model)):
-        return None
-    return ValueResult(z=z.to(loaded.device), z_init=z_init.to(loaded.device), losses=json.loads(meta["losses"]),
-                       steps=int(meta["steps"]))
 
 
 # --------------------------------------------------------------------------- one run
@@ -408,20 +363,13 @@ def run_demo(cfg: DemoConfig, out: str | Path = "runs/demo", progress: bool = Tr
     B, steps = cfg.batch_size, cfg.n_records // cfg.batch_size
     values = None
     if not cfg.fresh_values:
-        from otelab.keys import context_templates
-        from otelab.values import compute_values
+        from otelab.valuebank import ValueBank
 
         t0 = time.perf_counter()
-        templates = context_templates(loaded)
-        values = []
-        for t in tqdm(range(steps), desc="target values (shared by all runs)", unit="batch", disable=not progress):
-            reqs = [r.request() for r in data.stream[t * B:(t + 1) * B]]
-            v = load_cached_values(cfg.values_cache, loaded, reqs, templates) if cfg.values_cache else None
-            if v is None:
-                v = compute_values(loaded, reqs, templates=templates)
-                if cfg.values_cache:
-                    save_cached_values(cfg.values_cache, loaded, reqs, templates, v)
-            values.append(v)
+        bank = ValueBank(loaded, path=cfg.values_bank, progress=progress)
+        bank.compute([r.request() for r in data.stream[:steps * B]])   # what is missing, with a progress bar
+        values = [bank.get([r.request() for r in data.stream[t * B:(t + 1) * B]], compute=False)
+                  for t in range(steps)]
         timings["values"] = time.perf_counter() - t0
 
     results: dict[str, RunResult] = {}
@@ -659,10 +607,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--glue-n", type=int, default=None, help=f"items per probe task, 0 to skip (default {d.glue_n})")
     parser.add_argument("--glue-every-eval", action="store_true",
                         help="score general capability at every checkpoint, not only at the start and the end")
-    parser.add_argument("--values-cache", default=None, metavar="DIR",
-                        help="store and reuse the shared target values in DIR (keyed by model, preset and requests)")
+    parser.add_argument("--values-bank", default=None, metavar="DIR",
+                        help="the value bank's folder (default: the model's bank in the otelab cache; see `otelab values`)")
     parser.add_argument("--fresh-values", action="store_true",
-                        help="optimise target values per run on the edited model (seed-code style, slower)")
+                        help="the seed code's per-step protocol: re-optimise target values every step on each run's "
+                             "edited model (slower) instead of banked values of the unedited model")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP picture of subject states")
     parser.add_argument("--skip-verify", action="store_true", help="leave out the theory verification")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -674,7 +623,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
 
     over = {k: v for k, v in dict(model=args.model, data=args.data, pairs=args.pairs, n_records=args.n, batch_size=args.batch,
                                   eval_every=args.eval_every, cov_tokens=args.cov_tokens, corpus=args.corpus,
-                                  glue_n=args.glue_n, values_cache=args.values_cache).items() if v is not None}
+                                  glue_n=args.glue_n, values_bank=args.values_bank).items() if v is not None}
     if args.fresh_values:
         over["fresh_values"] = True
     if args.glue_every_eval:
