@@ -455,7 +455,7 @@ VALUE_SOURCES = ("bank", "unedited", "edited")
 
 
 def value_provider(session, source: str = "bank", bank_path: Optional[str | Path] = None,
-                   progress: bool = False) -> Optional[Callable[[list], Any]]:
+                   progress: bool = False, templates: Optional[Sequence[str]] = None) -> Optional[Callable[[list], Any]]:
     """Where a stream's target values come from.
 
     Arguments:
@@ -466,6 +466,8 @@ def value_provider(session, source: str = "bank", bank_path: Optional[str | Path
             optimised inside ``session.step`` on the edited model, the seed code's protocol.
         bank_path: the bank's folder (default: the bank's own, under the cache).
         progress: the bank's progress bar.
+        templates: the prompts the values are optimised on (default the model's
+            context templates; ``["{}"]``: the plain prompt only).
 
     Returns:
         ``f(requests) -> ValueResult``, or None for ``"edited"``.
@@ -482,7 +484,7 @@ def value_provider(session, source: str = "bank", bank_path: Optional[str | Path
         except ImportError:
             raise StreamError("the value bank (otelab.valuebank) is not available in this version; "
                               "use the value source 'unedited'") from None
-        bank = ValueBank(session.loaded, path=bank_path, progress=progress)
+        bank = ValueBank(session.loaded, path=bank_path, templates=templates, progress=progress)
 
         def get(reqs):
             with unedited_weights(session):  # a value missing from the bank is optimised on the unedited model
@@ -493,5 +495,5 @@ def value_provider(session, source: str = "bank", bank_path: Optional[str | Path
 
     def fresh(reqs):
         with unedited_weights(session) as lm:
-            return compute_values(lm, reqs)
+            return compute_values(lm, reqs, templates=templates)
     return fresh
