@@ -579,9 +579,37 @@ def build_sections(metrics: dict, combined, results: dict, projection=None) -> l
                      "States at the output of the last edited block, subject's last token."
                      + ("" if proj is not None else " (UMAP not drawn in this run.)")))
         secs.append(("figure", f"{head}: weight change", _delta_figure(rep), ""))
+    rows, ours = paper_beside(metrics)
+    if rows:
+        secs.append(("table", "The paper beside otelab", rows,
+                     f"otelab: {ours}; the paper's figure from the table named in each row, at the paper's own "
+                     "model and scale (otelab.paper). CounterFact scores as fractions."))
     timing_rows = [{"phase": k, "seconds": v} for k, v in metrics["timings"].items()]
     secs.append(("table", "Timings", timing_rows, "Wall-clock seconds on this machine."))
     return secs
+
+
+def paper_beside(metrics: dict) -> tuple[list[dict], str]:
+    """otelab's final numbers next to the paper's printed ones, for every claim a run of this demo tests.
+
+    Arguments:
+        metrics: what :func:`run_demo` returns (``settings``, ``summary``).
+    Returns:
+        ``(rows, ours)``: one row per (claim, run, metric) with ``otelab``, ``paper`` and the paper's
+        setting; ``ours`` names otelab's model and scale.
+    """
+    from otelab import paper
+
+    s = metrics["settings"]
+    final = {r["spec"]: r for r in metrics["summary"]}
+    ours = (f"{s.get('model_resolved') or s.get('model')}, {s['n_records']} {s['data']} edits "
+            f"in {s['n_steps']} steps of {s['batch_size']}")
+    rows = []
+    for c in paper.CLAIMS:
+        for r in paper.beside(c.key, final, ours=ours, names={sp: final[sp]["run"] for sp in final}):
+            rows.append({"claim": c.where, "run": r["run"], "metric": r["metric"], "otelab": r["otelab"],
+                         "paper": r["paper"], "paper setting": r["paper_setting"]})
+    return rows, ours
 
 
 # --------------------------------------------------------------------------- CLI

@@ -145,3 +145,20 @@ def test_demo_quick_smollm2(tmp_path):
         assert r["final"]["delta_norm"] > 0
         assert 0.0 <= r["final"]["efficacy_all"] <= 1.0
     assert all(f": {p}" in page for p in PANELS)
+
+
+def test_paper_numbers_stand_beside_the_demo_runs():
+    """The report's paper section pairs each run with the printed row of the claim it tests."""
+    from otelab import paper
+    from otelab.demo import paper_beside
+    settings = {"model_resolved": "tiny", "n_records": 4, "data": "factbank", "n_steps": 2, "batch_size": 2}
+    summary = [{"run": "MEMIT aligned", "spec": "memit:aligned", "efficacy_all": 0.5},
+               {"run": "MEMIT naive", "spec": "memit:naive", "efficacy_all": 0.25}]
+    rows, ours = paper_beside({"settings": settings, "summary": summary})
+    assert ours == "tiny, 4 factbank edits in 2 steps of 2"
+    eff = {r["run"]: r for r in rows if r["metric"] == "efficacy_all"}
+    assert eff["MEMIT aligned"]["otelab"] == 0.5 and eff["MEMIT naive"]["otelab"] == 0.25
+    claim = paper.claim("tables2_5")
+    assert eff["MEMIT aligned"]["paper"] == claim.paper_numbers["memit:aligned"].value("efficacy_all")
+    expected = {c.where for c in paper.CLAIMS if {"memit:aligned", "memit:naive"} & set(c.paper_numbers)}
+    assert {r["claim"] for r in rows} == expected
