@@ -110,11 +110,12 @@ def _copy_without_outputs(src: Path, dst: Path) -> None:
     dst.write_text(json.dumps(nb))
 
 
-def _run_all_cells(page, attempts: int = 3) -> None:
+def _run_all_cells(page, attempts: int = 5) -> None:
     """Run > Run All Cells, until a cell is seen running.
 
     A click that lands while the menu is still opening, or before the notebook's commands are
-    enabled, is silently lost; so the click is checked and repeated.
+    enabled, is silently lost; so the click is checked and repeated. On a loaded machine the first
+    prompt can take a while to show "[*]", hence the generous wait per attempt.
     """
     started = """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
         .some(e => /^\\[(\\*|\\d+)\\]:$/.test(e.textContent.trim()))"""
@@ -127,7 +128,7 @@ def _run_all_cells(page, attempts: int = 3) -> None:
         page.wait_for_timeout(500)
         item.click()
         try:
-            page.wait_for_function(started, timeout=15_000, polling=500)
+            page.wait_for_function(started, timeout=30_000, polling=500)
             return
         except PlaywrightTimeout:
             page.keyboard.press("Escape")
