@@ -240,4 +240,8 @@ def test_smollm2_value_does_not_depend_on_batch_mates():
     together = V.compute_values(m, reqs, templates=templates)
     alone = V.compute_values(m, reqs[1:2], templates=templates)
     assert alone.row_steps == together.row_steps[1:2]
-    torch.testing.assert_close(alone.z[0], together.z[1], rtol=1e-4, atol=1e-4)
+    # float32 reductions differ with the batch's shape (and the thread count), so compare the
+    # optimised change δ = z − z_init as a whole: it must agree far below any effect of an edit
+    delta = together.z[1] - together.z_init[1]
+    rel = float((alone.z[0] - together.z[1]).norm() / delta.norm())
+    assert rel < 1e-3, f"δ alone vs in a batch differs by {rel:.2e} (relative)"
