@@ -110,6 +110,20 @@ def _copy_without_outputs(src: Path, dst: Path) -> None:
     dst.write_text(json.dumps(nb))
 
 
+def _accept_dialogs(page) -> None:
+    """Accept any modal dialog JupyterLab opens on first load (e.g. the kernel choice), naming it in the log.
+
+    A modal dialog swallows every click under it, so the menu clicks would time out.
+    """
+    dialogs = page.locator(".jp-Dialog")
+    for _ in range(3):
+        if not dialogs.count():
+            return
+        print("\nJupyterLab dialog accepted:", " ".join(dialogs.first.inner_text().split())[:200])
+        dialogs.first.locator(".jp-mod-accept").first.click()
+        page.wait_for_timeout(500)
+
+
 def _run_all_cells(page, attempts: int = 5) -> None:
     """Run > Run All Cells, until a cell is seen running.
 
@@ -122,6 +136,7 @@ def _run_all_cells(page, attempts: int = 5) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for _ in range(attempts):
+        _accept_dialogs(page)
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         item = page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$"))
         item.wait_for(state="visible")
