@@ -7,6 +7,7 @@ a bank.
 Examples::
 
     otelab values compute --data counterfact --n 2000 --seed 0      # resumes if interrupted
+    otelab values compute --data counterfact --n 2000 --seed 0 --templates plain   # the recorded streams' bank
     otelab values status                                             # every bank in the cache
     otelab values status --data counterfact --n 2000 --seed 0        # done / missing of a selection
     otelab values export --data factbank --out factbank-values.safetensors
@@ -28,6 +29,9 @@ def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="draw the --n records at random with this seed (default: the first n)")
     p.add_argument("--bank", default=None, metavar="DIR", help="the bank's folder (default: under the otelab cache)")
     p.add_argument("--chunk", type=int, default=None, help="requests optimised and stored together (default 32)")
+    p.add_argument("--templates", default="context", choices=["context", "plain"],
+                   help="prompts the values are optimised on: the preset's context templates (default, the seed "
+                        "code's way) or the plain prompt only (about 3x cheaper; the recorded 2,000-edit runs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -95,7 +99,9 @@ def _bank(args, requests):
     loaded = load_model(args.model)
     for r in requests or []:
         r.validate(loaded.tokenizer)
-    return loaded, ValueBank(loaded, path=args.bank, chunk=args.chunk or DEFAULT_CHUNK, progress=not args.no_progress)
+    templates = ["{}"] if getattr(args, "templates", "context") == "plain" else None
+    return loaded, ValueBank(loaded, path=args.bank, templates=templates, chunk=args.chunk or DEFAULT_CHUNK,
+                             progress=not args.no_progress)
 
 
 def _run(args: argparse.Namespace) -> int:

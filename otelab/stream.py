@@ -448,6 +448,50 @@ def stream_report(run: Mapping[str, Any], label: Optional[str] = None):
     return rep
 
 
+def run_label(run: Mapping[str, Any]) -> str:
+    """A short name for a recorded run, from its settings: ``"MEMIT aligned λ=10000"``, with the
+    options that differ from the protocol's defaults (RECT's share, per-step values, one-time edit)."""
+    st = run.get("settings", {})
+    ses = run.get("session", {})
+    method, mode = st.get("method", ses.get("method", "?")), st.get("mode", ses.get("mode", "?"))
+    parts = [{"memit": "MEMIT", "alphaedit": "AlphaEdit", "prune": "PRUNE", "rect": "RECT",
+              "rlsedit": "RLSEdit"}.get(method, method)]
+    n, bs = len(run.get("stream", {}).get("case_ids", [])), run.get("stream", {}).get("batch_size")
+    parts.append("one-time edit" if n and bs and bs >= n else mode)
+    if method == "rect" and st.get("rect_keep") not in (None, 0.2):
+        parts.append(f"{int(round(100 * st['rect_keep']))}%")
+    if st.get("values") == "edited":
+        parts.append("per-step values")
+    if st.get("cov_weight") is not None:
+        parts.append(f"λ={st['cov_weight']:g}")
+    return " ".join(parts)
+
+
+def load_runs(folder: str | Path, pattern: str = "*.json") -> dict[str, dict[str, Any]]:
+    """Every recorded stream run (``otelab-stream/1`` JSON) in ``folder``, by :func:`run_label`.
+
+    Arguments:
+        folder: a results folder, e.g. ``experiments/results/paper2000``.
+        pattern: file-name glob.
+
+    Returns:
+        ``{label: run}`` in file-name order; each run gains ``"file"`` (its name) and
+        ``"complete"`` (True when the final all-record evaluation is in it).
+        Files of another format are skipped; a file that is not JSON raises, naming it.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for f in sorted(Path(folder).glob(pattern)):
+        try:
+            run = json.loads(f.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise StreamError(f"{f}: not valid JSON ({e})") from None
+        if not isinstance(run, dict) or run.get("format") != FORMAT:
+            continue
+        run["file"], run["complete"] = f.name, run.get("final") is not None
+        out[run_label(run)] = run
+    return out
+
+
 # ----------------------------------------------------------------------------- values
 
 
