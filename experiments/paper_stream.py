@@ -14,6 +14,7 @@ edited model: the seed code's protocol).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -32,6 +33,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--method", default="memit")
     ap.add_argument("--mode", default="aligned")
     ap.add_argument("--cov-weight", type=float, default=None, help="λ (default: the preset's)")
+    ap.add_argument("--rect-keep", type=float, default=0.2,
+                    help="RECT's share of entries kept (the paper's 20%%; the seed code's 40%%: 0.4)")
     ap.add_argument("--values", default="bank", choices=("bank", "unedited", "edited"))
     ap.add_argument("--bank", default=None, help="value bank folder (default: the bank's own under the cache)")
     ap.add_argument("--value-templates", default="context", choices=("context", "plain"),
@@ -41,12 +44,33 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--sample-per-batch", type=int, default=20, help="records per batch scored at checkpoints")
     ap.add_argument("--texts", type=int, default=16, help="held-out texts for PPL / top-1 agreement")
     ap.add_argument("--glue-n", type=int, default=100, help="items per general-capability task (0: none)")
+    ap.add_argument("--capability-every", type=int, default=None,
+                    help="steps between general-capability evaluations (default: at every checkpoint; the "
+                         "unedited and the final model always)")
     ap.add_argument("--shots", type=int, default=0, help="worked examples in front of every task prompt")
     ap.add_argument("--latent-n", type=int, default=20, help="edited and as many unrelated records for latent drift")
+    ap.add_argument("--eval-batch", type=int, default=32, help="sequences per evaluation forward pass")
     ap.add_argument("--cov-tokens", type=int, default=None, help="covariance tokens (default: the preset's)")
-    ap.add_argument("--out", required=True, help="the run's JSON")
+    ap.add_argument("--out", default=None, help="the run's JSON (one editor: --method, --mode, ...)")
     ap.add_argument("--resume", action="store_true", help="continue --out from the session saved beside it")
+    ap.add_argument("--runs", nargs="+", default=None, metavar="SPEC",
+                    help="several editors in one process (one model load, one set of unedited references): "
+                         "method:mode[:lam=λ][:keep=share][:values=bank|edited|unedited][:batch=n], e.g. "
+                         "memit:aligned:lam=3000 rect:aligned:keep=0.4 memit:naive:values=edited memit:aligned:batch=2000 "
+                         "(the one-time edit); written to --out-dir as <method>-<mode>[-...]-lam<λ>.json; "
+                         "finished files are skipped, unfinished ones resumed")
+    ap.add_argument("--out-dir", default=None, help="the folder of --runs' files")
     args = ap.parse_args(argv)
+    if args.runs:
+        if args.out or not args.out_dir:
+            ap.error("--runs writes to --out-dir (and takes no --out)")
+        try:
+            args.specs = [parse_spec(x, args) for x in args.runs]
+        except ValueError as e:
+            ap.error(str(e))
+        return args
+    if not args.out:
+        ap.error("give --out (one editor) or --runs with --out-dir")
     for name in ("n", "batch", "checkpoint_every"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -56,6 +80,46 @@ def parse(argv=None) -> argparse.Namespace:
     if args.resume and not out.exists():
         ap.error(f"--resume: {out} does not exist")
     return args
+
+
+SPEC_KEYS = {"lam": float, "keep": float, "values": str, "batch": int}
+
+
+def parse_spec(text: str, args) -> dict:
+    """``method:mode[:key=value...]`` → the run's settings and file name (checked before any model work)."""
+    from otelab.engine import check_combo
+    from otelab.session_store import SessionError
+
+    parts = text.split(":")
+    if len(parts) < 2:
+        raise ValueError(f"run {text!r}: expected method:mode[:key=value...]")
+    spec = {"method": parts[0], "mode": parts[1], "lam": args.cov_weight, "keep": args.rect_keep,
+            "values": args.values, "batch": args.batch}
+    try:
+        check_combo(spec["method"], spec["mode"])
+    except SessionError as e:
+        raise ValueError(f"run {text!r}: {e}") from None
+    for kv in parts[2:]:
+        k, _, v = kv.partition("=")
+        if k not in SPEC_KEYS or not v:
+            raise ValueError(f"run {text!r}: unknown option {kv!r} (options: {', '.join(SPEC_KEYS)})")
+        try:
+            spec[k] = SPEC_KEYS[k](v)
+        except ValueError:
+            raise ValueError(f"run {text!r}: {k} must be a {SPEC_KEYS[k].__name__}, got {v!r}") from None
+    if spec["values"] not in ("bank", "edited", "unedited"):
+        raise ValueError(f"run {text!r}: values must be bank, edited or unedited")
+    if spec["lam"] is None:
+        raise ValueError(f"run {text!r}: give lam=λ (or --cov-weight) so that the file name says it")
+    name = [spec["method"], "ote" if spec["batch"] >= args.n else spec["mode"]]
+    if spec["method"] == "rect" and spec["keep"] != 0.2:
+        name.append(f"keep{spec['keep']:g}")
+    if spec["values"] != "bank":
+        name.append(f"values-{spec['values']}")
+    if spec["batch"] not in (args.batch, args.n):
+        name.append(f"batch{spec['batch']}")
+    spec["file"] = "-".join(name) + f"-lam{spec['lam']:g}.json"
+    return spec
 
 
 def draw(args, records_all):
@@ -88,59 +152,115 @@ def capability_tasks(n: int, shots: int):
     return tasks, demos or None
 
 
-def main(argv=None) -> None:
-    args = parse(argv)
-    import torch
-
+def setup(args):
+    """The model, the stream, the unrelated records, the capability tasks and the held-out texts."""
     from otelab.cli_eval import held_out_texts
     from otelab.data import load_counterfact, load_factbank
-    from otelab.engine import EditSession
     from otelab.models import load_model
-    from otelab.stream import StreamEval, run_stream, value_provider, write_run
 
-    out = Path(args.out)
-    session_dir = out.with_name(out.name + ".session")
-    t_start = time.perf_counter()
     lm = load_model(args.model)
-    if args.cov_weight is not None:
-        lm.preset = lm.preset.replace(cov_weight=float(args.cov_weight))
     records_all = load_counterfact() if args.data == "counterfact" else load_factbank()
     stream, unrelated = draw(args, records_all)
     tasks, demos = capability_tasks(args.glue_n, args.shots) if args.glue_n else ({}, None)
     texts = held_out_texts(args.texts) if args.texts else []
     latent = [stream[i] for i in range(0, len(stream), max(1, len(stream) // args.latent_n))][:args.latent_n]
-    # the unedited model's references come first (on resume too: the session is restored after)
-    ev = StreamEval(lm, stream, args.batch, texts=texts, tasks=tasks, demos=demos,
-                    sample_per_batch=args.sample_per_batch, latent_records=latent + unrelated, seed=args.seed)
-    if args.resume:
-        session = EditSession.load(session_dir, lm)
-    else:
-        session = EditSession(lm, args.method, args.mode, n_tokens=args.cov_tokens)
-    values = value_provider(session, args.values, args.bank, progress=True,
-                            templates=["{}"] if args.value_templates == "plain" else None)
-    t_values = 0.0
-    if values is not None and args.values == "bank":
+    return lm, stream, dict(texts=texts, tasks=tasks, demos=demos, latent_records=latent + unrelated)
+
+
+def evaluator(lm, stream, args, batch: int, inputs: dict):
+    """The :class:`otelab.stream.StreamEval` of the stream at ``batch`` edits per step (unedited references)."""
+    from otelab.stream import StreamEval
+
+    return StreamEval(lm, stream, batch, sample_per_batch=args.sample_per_batch, seed=args.seed,
+                      eval_batch_size=args.eval_batch, capability_every=args.capability_every, **inputs)
+
+
+def edit_stream(lm, ev, stream, args, *, method: str, mode: str, cov_weight: float, values: str,
+                rect_keep: float, out: Path, command: str) -> dict:
+    """One editor over the stream: fresh (or resumed from ``<out>.session``), recorded in ``out``.
+
+    The model's weights are back at W0 when this returns (the session is reset).
+    """
+    import torch
+
+    from otelab.engine import EditSession
+    from otelab.stream import run_stream, value_provider, write_run
+
+    t_start = time.perf_counter()
+    lm.preset = lm.preset.replace(cov_weight=float(cov_weight))
+    session_dir = out.with_name(out.name + ".session")
+    resume = out.exists()
+    session = (EditSession.load(session_dir, lm) if resume else
+               EditSession(lm, method, mode, n_tokens=args.cov_tokens, rect_keep=rect_keep))
+    try:
+        templates = ["{}"] if args.value_templates == "plain" else None
+        provider = value_provider(session, values, args.bank, progress=True, templates=templates)
+        t_values = 0.0
+        if provider is not None and values == "bank":
+            t0 = time.perf_counter()
+            provider([r.request() for r in stream])  # fill the bank once, on the unedited model (resumable)
+            t_values = time.perf_counter() - t0
+        settings = {k: v for k, v in vars(args).items() if k not in ("out", "out_dir", "resume", "runs")}
+        settings.update(model=lm.preset.name, method=method, mode=mode, cov_weight=lm.preset.cov_weight,
+                        values=values, rect_keep=rect_keep, batch=ev.batch_size,
+                        threads=torch.get_num_threads(), command=command)
         t0 = time.perf_counter()
-        values([r.request() for r in stream])  # fill the bank once, on the unedited model (resumable)
-        t_values = time.perf_counter() - t0
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
-    settings.update(model=lm.preset.name, cov_weight=lm.preset.cov_weight, threads=torch.get_num_threads(),
+        run = run_stream(session, ev, out, values=provider, checkpoint_every=args.checkpoint_every,
+                         session_dir=session_dir, resume=resume, settings=settings)
+        t_stream = time.perf_counter() - t0
+        run["timings"].update(bank_fill=round(t_values, 1), stream=round(t_stream, 1),
+                              run_total=round(time.perf_counter() - t_start, 1),
+                              final_all_records=run["final"]["seconds"])
+        write_run(out, run)
+    finally:
+        session.reset()
+    fin, last = run["final"], run["checkpoints"][-1]
+    print(f"{out.name}: {len(stream)} edits, stream {t_stream:.0f} s (bank fill {t_values:.0f} s); final, all "
+          f"records: " + ", ".join(f"{k} {fin[k]:.3f}" for k in ("efficacy", "paraphrase", "specificity"))
+          + (f"; PPL {last['lm']['ppl']:.2f} (unedited {last['lm']['ppl_unedited']:.2f}), top-1 agreement "
+             f"{last['lm']['top1_agreement']:.3f}" if "lm" in last else ""), flush=True)
+    return run
+
+
+def protocol(args, argv) -> None:
+    """``--runs``: every spec in one process, one evaluator (unedited references) per batch size."""
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for spec in args.specs:
+        f = out_dir / spec["file"]
+        if f.exists() and json.loads(f.read_text(encoding="utf-8")).get("final") is not None:
+            print(f"{f.name}: finished, skipped", flush=True)
+        else:
+            todo.append(spec)
+    if not todo:
+        return
+    lm, stream, inputs = setup(args)
+    evs: dict[int, object] = {}
+    for spec in todo:
+        if spec["batch"] not in evs:
+            evs[spec["batch"]] = evaluator(lm, stream, args, spec["batch"], inputs)
+        edit_stream(lm, evs[spec["batch"]], stream, args, method=spec["method"], mode=spec["mode"],
+                    cov_weight=spec["lam"], values=spec["values"], rect_keep=spec["keep"],
+                    out=out_dir / spec["file"],
                     command=" ".join(["python", "experiments/paper_stream.py"] + list(argv or sys.argv[1:])))
-    t0 = time.perf_counter()
-    run = run_stream(session, ev, out, values=values, checkpoint_every=args.checkpoint_every,
-                     session_dir=session_dir, resume=args.resume, settings=settings)
-    fin = run["final"]
-    t_stream = time.perf_counter() - t0
-    run["timings"].update(bank_fill=round(t_values, 1), stream=round(t_stream, 1),
-                          total=round(time.perf_counter() - t_start, 1), final_all_records=fin["seconds"])
-    write_run(out, run)
-    print(f"{len(stream)} edits, {session.n_steps} steps: stream {t_stream:.0f} s "
-          f"(bank fill {t_values:.0f} s, total {run['timings']['total']:.0f} s)")
-    print("final, all records: " + ", ".join(f"{k} {fin[k]:.3f}" for k in ("efficacy", "paraphrase", "specificity")))
-    last = run["checkpoints"][-1]
-    if "lm" in last:
-        print(f"PPL {last['lm']['ppl']:.2f} (unedited {last['lm']['ppl_unedited']:.2f}), "
-              f"top-1 agreement {last['lm']['top1_agreement']:.3f}")
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    if args.runs:
+        return protocol(args, argv)
+    t_start = time.perf_counter()
+    lm, stream, inputs = setup(args)
+    ev = evaluator(lm, stream, args, args.batch, inputs)
+    run = edit_stream(lm, ev, stream, args, method=args.method, mode=args.mode,
+                      cov_weight=args.cov_weight if args.cov_weight is not None else lm.preset.cov_weight,
+                      values=args.values, rect_keep=args.rect_keep, out=Path(args.out),
+                      command=" ".join(["python", "experiments/paper_stream.py"] + list(argv or sys.argv[1:])))
+    run["timings"]["total"] = round(time.perf_counter() - t_start, 1)
+    from otelab.stream import write_run
+    write_run(Path(args.out), run)
+    print(f"total {run['timings']['total']:.0f} s (model load, references, bank, stream, final evaluation)")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,9 @@ class StreamEval:
         n_boot: bootstrap resamples.
         eval_batch_size: sequences per forward pass.
         max_len: token limit per held-out text.
+        capability_every: steps between general-capability evaluations (the costliest
+            checkpoint measure: 6 tasks × their items); ``None`` = at every checkpoint. The
+            unedited model and the final model are always evaluated.
         progress: show progress bars.
     """
 
@@ -136,7 +139,8 @@ class StreamEval:
                  tasks: Optional[Mapping[str, Sequence[Mapping]]] = None,
                  demos: Optional[Mapping[str, Sequence[Mapping]]] = None, sample_per_batch: Optional[int] = 20,
                  latent_records: Optional[Sequence[Any]] = None, latent_layer: Optional[int] = None, seed: int = 0,
-                 n_boot: int = 1000, eval_batch_size: int = 32, max_len: int = 128, progress: bool = True):
+                 n_boot: int = 1000, eval_batch_size: int = 32, max_len: int = 128,
+                 capability_every: Optional[int] = None, progress: bool = True):
         self.records = list(records)
         if not self.records:
             raise StreamError("the stream has no records")
@@ -157,6 +161,9 @@ class StreamEval:
         self.tasks = {t: list(v) for t, v in (tasks or {}).items()}
         self.demos = dict(demos) if demos else None
         self.eval_batch_size, self.progress = int(eval_batch_size), progress
+        if capability_every is not None and capability_every < 1:
+            raise StreamError(f"capability_every must be >= 1 or None, got {capability_every}")
+        self.capability_every = capability_every
         if latent_layer is None:
             latent_layer = max(loaded.preset.layers) + 1
         if latent_records is None:
@@ -180,10 +187,11 @@ class StreamEval:
                 "latent_layer": self.baseline.latent.layer if self.baseline.latent is not None else None,
                 "tasks": {t: len(v) for t, v in self.tasks.items()},
                 "shots": self.capability.shots if self.capability is not None else 0,
+                "capability_every": self.capability_every,
                 "reference_seconds": self.seconds}
 
-    def _common(self, loaded, n_done: int) -> dict[str, Any]:
-        """LM drift, latent drift and general capability."""
+    def _common(self, loaded, n_done: int, capability: bool = True) -> dict[str, Any]:
+        """LM drift, latent drift and (when ``capability``) general capability."""
         from otelab.drift import lm_drift
 
         model, tok = loaded.model, loaded.tokenizer
@@ -192,7 +200,7 @@ class StreamEval:
             out["lm"] = lm_drift(model, tok, self.baseline.lm, show_progress=False)
         if self.baseline.latent is not None:
             out["latent"] = self.baseline.latent.drift(model, tok, self.records[:n_done], self.eval_batch_size)
-        if self.capability is not None:
+        if self.capability is not None and capability:
             # before the first edit the model's answers are the cached reference answers
             cap = (M.capability_scores(self.capability, self.capability) if n_done == 0 else
                    M.general_capability(model, tok, self.tasks, 16, False, reference=self.capability,
@@ -212,7 +220,8 @@ class StreamEval:
         t0 = time.perf_counter()
         n_done = min(steps_done * self.batch_size, len(self.records))
         out: dict[str, Any] = {"step": steps_done, "edits": n_done}
-        out.update(self._common(loaded, n_done))
+        due = self.capability_every is None or steps_done % self.capability_every == 0
+        out.update(self._common(loaded, n_done, capability=due))
         idx = [i for i in self.sample if i < n_done]
         if idx:
             res = M.edit_scores(loaded.model, loaded.tokenizer, [self.records[i] for i in idx],
@@ -507,21 +516,25 @@ def value_provider(session, source: str = "bank", bank_path: Optional[str | Path
         source: ``"bank"``: :class:`otelab.valuebank.ValueBank` (values of the unedited
             model, stored and reused); ``"unedited"``: :func:`otelab.values.compute_values`
             on the unedited weights for every batch (nothing stored); ``"edited"``: values
-            optimised inside ``session.step`` on the edited model, the seed code's protocol.
+            re-optimised every step on the edited model, the seed code's protocol.
         bank_path: the bank's folder (default: the bank's own, under the cache).
         progress: the bank's progress bar.
         templates: the prompts the values are optimised on (default the model's
             context templates; ``["{}"]``: the plain prompt only).
 
     Returns:
-        ``f(requests) -> ValueResult``, or None for ``"edited"``.
+        ``f(requests) -> ValueResult``, or None for ``"edited"`` with the default templates
+        (``session.step`` then optimises the values itself).
     """
     from otelab.workbench import unedited_weights
 
     if source not in VALUE_SOURCES:
         raise StreamError(f"unknown value source {source!r}; choose from {', '.join(VALUE_SOURCES)}")
     if source == "edited":
-        return None
+        if templates is None:
+            return None   # session.step optimises them itself, on the preset's context templates
+        from otelab.values import compute_values
+        return lambda reqs: compute_values(session.loaded, reqs, templates=templates)  # current (edited) weights
     if source == "bank":
         try:
             from otelab.valuebank import ValueBank

@@ -223,3 +223,31 @@ def test_paper_stream_cli_runs_and_resumes(tmp_path, monkeypatch):
     assert len(again["steps"]) == len(run["steps"]) == 2
     for a, b in zip(again["steps"], run["steps"]):
         assert a["dW"] == pytest.approx(b["dW"], rel=1e-6)
+
+
+def test_capability_every_skips_middle_checkpoints_only(tmp_path):
+    lm = fresh()
+    tasks = {"sst2": load_probes("sst2", 4)}
+    with pytest.raises(S.StreamError, match="capability_every"):
+        S.StreamEval(lm, records(), 2, tasks=tasks, capability_every=0, progress=False)
+    ev = S.StreamEval(lm, records(), 2, tasks=tasks, sample_per_batch=1, capability_every=2, n_boot=20,
+                      progress=False)
+    assert ev.settings()["capability_every"] == 2
+    s = EditSession(lm, "memit", "aligned", cov=cov(lm), progress=False)
+    run = S.run_stream(s, ev, tmp_path / "run.json", values=lambda reqs: compute_values(lm, reqs),
+                       checkpoint_every=1, progress=False)
+    has = {c["step"]: "capability" in c for c in run["checkpoints"]}
+    assert has == {0: True, 1: False, 2: True, 3: True}  # step 3 is the final model
+    assert all("edit_sample" in c and "lm" not in c for c in run["checkpoints"][1:])
+
+
+def test_edited_values_with_templates_follow_the_edited_weights():
+    lm = fresh()
+    s = EditSession(lm, "memit", "aligned", cov=cov(lm), progress=False)
+    assert S.value_provider(s, "edited") is None           # session.step optimises them itself
+    get = S.value_provider(s, "edited", templates=["{}"])
+    reqs = S._requests(records()[2:3])
+    before = get(reqs).z.clone()
+    assert torch.equal(before, compute_values(lm, reqs, templates=["{}"]).z)
+    s.step(S._requests(records()[:2]), values=compute_values(lm, S._requests(records()[:2]), templates=["{}"]))
+    assert not torch.equal(get(reqs).z, before)            # re-optimised on the edited model
