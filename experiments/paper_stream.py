@@ -57,7 +57,7 @@ def parse(argv=None) -> argparse.Namespace:
                     help="several editors in one process (one model load, one set of unedited references): "
                          "method:mode[:lam=λ][:keep=share][:values=bank|edited|unedited][:batch=n], e.g. "
                          "memit:aligned:lam=3000 rect:aligned:keep=0.4 memit:naive:values=edited memit:aligned:batch=2000 "
-                         "(the one-time edit); written to --out-dir as <method>-<mode>[-...]-lam<λ>.json; "
+                         "(the one-time edit); :edits=n edits only the first n records of the draw; written to --out-dir as <method>-<mode>[-...]-lam<λ>.json; "
                          "finished files are skipped, unfinished ones resumed")
     ap.add_argument("--out-dir", default=None, help="the folder of --runs' files")
     args = ap.parse_args(argv)
@@ -82,7 +82,7 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
-SPEC_KEYS = {"lam": float, "keep": float, "values": str, "batch": int}
+SPEC_KEYS = {"lam": float, "keep": float, "values": str, "batch": int, "edits": int}
 
 
 def parse_spec(text: str, args) -> dict:
@@ -94,7 +94,7 @@ def parse_spec(text: str, args) -> dict:
     if len(parts) < 2:
         raise ValueError(f"run {text!r}: expected method:mode[:key=value...]")
     spec = {"method": parts[0], "mode": parts[1], "lam": args.cov_weight, "keep": args.rect_keep,
-            "values": args.values, "batch": args.batch}
+            "values": args.values, "batch": args.batch, "edits": args.n}
     try:
         check_combo(spec["method"], spec["mode"])
     except SessionError as e:
@@ -109,15 +109,19 @@ def parse_spec(text: str, args) -> dict:
             raise ValueError(f"run {text!r}: {k} must be a {SPEC_KEYS[k].__name__}, got {v!r}") from None
     if spec["values"] not in ("bank", "edited", "unedited"):
         raise ValueError(f"run {text!r}: values must be bank, edited or unedited")
+    if not 1 <= spec["edits"] <= args.n:
+        raise ValueError(f"run {text!r}: edits must be between 1 and --n ({args.n})")
     if spec["lam"] is None:
         raise ValueError(f"run {text!r}: give lam=λ (or --cov-weight) so that the file name says it")
-    name = [spec["method"], "ote" if spec["batch"] >= args.n else spec["mode"]]
+    name = [spec["method"], "ote" if spec["batch"] >= spec["edits"] else spec["mode"]]
     if spec["method"] == "rect" and spec["keep"] != 0.2:
         name.append(f"keep{spec['keep']:g}")
     if spec["values"] != "bank":
         name.append(f"values-{spec['values']}")
-    if spec["batch"] not in (args.batch, args.n):
+    if spec["batch"] not in (args.batch, spec["edits"]):
         name.append(f"batch{spec['batch']}")
+    if spec["edits"] < args.n:
+        name.append(f"edits{spec['edits']}")
     spec["file"] = "-".join(name) + f"-lam{spec['lam']:g}.json"
     return spec
 
@@ -223,7 +227,7 @@ def edit_stream(lm, ev, stream, args, *, method: str, mode: str, cov_weight: flo
 
 
 def protocol(args, argv) -> None:
-    """``--runs``: every spec in one process, one evaluator (unedited references) per batch size."""
+    """``--runs``: every spec in one process, one evaluator (unedited references) per batch size and length."""
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     todo = []
@@ -236,11 +240,12 @@ def protocol(args, argv) -> None:
     if not todo:
         return
     lm, stream, inputs = setup(args)
-    evs: dict[int, object] = {}
+    evs: dict[tuple[int, int], object] = {}
     for spec in todo:
-        if spec["batch"] not in evs:
-            evs[spec["batch"]] = evaluator(lm, stream, args, spec["batch"], inputs)
-        edit_stream(lm, evs[spec["batch"]], stream, args, method=spec["method"], mode=spec["mode"],
+        key = (spec["batch"], spec["edits"])
+        if key not in evs:
+            evs[key] = evaluator(lm, stream[:spec["edits"]], args, spec["batch"], inputs)
+        edit_stream(lm, evs[key], stream[:spec["edits"]], args, method=spec["method"], mode=spec["mode"],
                     cov_weight=spec["lam"], values=spec["values"], rect_keep=spec["keep"],
                     out=out_dir / spec["file"],
                     command=" ".join(["python", "experiments/paper_stream.py"] + list(argv or sys.argv[1:])))
