@@ -251,3 +251,44 @@ def test_edited_values_with_templates_follow_the_edited_weights():
     assert torch.equal(before, compute_values(lm, reqs, templates=["{}"]).z)
     s.step(S._requests(records()[:2]), values=compute_values(lm, S._requests(records()[:2]), templates=["{}"]))
     assert not torch.equal(get(reqs).z, before)            # re-optimised on the edited model
+
+
+def test_paper_stream_runs_share_one_process_and_skip_finished(tmp_path, monkeypatch):
+    """--runs: several editors after one another on one model; each file equals its single run; reruns skip."""
+    import importlib.util
+    from pathlib import Path
+
+    import otelab.cli_eval
+    import otelab.covariance
+    import otelab.data
+    import otelab.models
+
+    spec = importlib.util.spec_from_file_location(
+        "paper_stream", Path(__file__).resolve().parents[1] / "experiments" / "paper_stream.py")
+    ps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ps)
+    monkeypatch.setattr(otelab.models, "load_model", lambda name=None: fresh())
+    monkeypatch.setattr(otelab.data, "load_counterfact", lambda: records() + records()[:2])
+    monkeypatch.setattr(otelab.cli_eval, "held_out_texts", lambda n: ["The river flows into the sea."] * n)
+    monkeypatch.setattr(otelab.covariance, "get_covariance", lambda lm, layers, **kw: cov(lm))
+    common = ["--n", "4", "--batch", "2", "--checkpoint-every", "1", "--values", "unedited", "--glue-n", "0",
+              "--texts", "2", "--latent-n", "2", "--sample-per-batch", "1"]
+    with pytest.raises(SystemExit):                           # a bad spec fails before any model work
+        ps.main(common + ["--runs", "memit:aligned:lam=5", "memit:sideways", "--out-dir", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()
+    ps.main(common + ["--runs", "memit:naive:lam=5", "memit:aligned:lam=5", "memit:aligned:lam=5:batch=4",
+                      "--out-dir", str(tmp_path / "p")])
+    names = sorted(f.name for f in (tmp_path / "p").glob("*.json"))
+    assert names == ["memit-aligned-values-unedited-lam5.json", "memit-naive-values-unedited-lam5.json",
+                     "memit-ote-values-unedited-lam5.json"]
+    ps.main(common + ["--cov-weight", "5", "--out", str(tmp_path / "single.json")])   # aligned, on its own
+    single = json.loads((tmp_path / "single.json").read_text())
+    shared = json.loads((tmp_path / "p" / names[0]).read_text())
+    assert shared["final"]["efficacy_per_record"] == single["final"]["efficacy_per_record"]
+    for a, b in zip(shared["steps"], single["steps"]):       # the naive run before it left W0 untouched
+        assert a["dW"] == pytest.approx(b["dW"], rel=1e-6)
+    ote = json.loads((tmp_path / "p" / names[2]).read_text())
+    assert len(ote["steps"]) == 1 and ote["final"]["n"] == 4
+    before = {n: (tmp_path / "p" / n).read_bytes() for n in names}
+    ps.main(common + ["--runs", "memit:naive:lam=5", "--out-dir", str(tmp_path / "p")])
+    assert {n: (tmp_path / "p" / n).read_bytes() for n in names} == before
