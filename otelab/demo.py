@@ -15,8 +15,12 @@ Two parts:
 The target values of each request are optimised **once**, on the unedited model, kept
 in the value bank (:mod:`otelab.valuebank`, so a second demo reuses them) and shared by
 every run (``--fresh-values`` is the seed code's per-step protocol: values re-optimised
-every step on each run's edited model, at several times the cost). The layers above the edited ones never
-change, so the hidden state that makes the model say the new object does not depend on
+every step on each run's edited model, at several times the cost). For the built-in fact
+bank and SmolLM2 they ship with otelab (:data:`otelab.valuebank.FACTBANK_VALUES`): they are
+imported into the bank when they were computed for this exact model fingerprint, value
+settings and templates, and computed as usual otherwise (a one-line note says which).
+
+The layers above the edited ones never change, so the hidden state that makes the model say the new object does not depend on
 earlier edits except through its starting point; sharing it isolates what the demo is
 about: the update rule. The residual ``V − W K`` is still taken against each run's own
 current weights.
@@ -60,6 +64,12 @@ LOWER_BETTER = ("ppl", "latent_drift_unrelated", "neighbourhood_kl")
 TIE_ABS, TIE_REL = 0.02, 0.02
 SUMMARY_METRICS = ("efficacy_all", "paraphrase_all", "efficacy_latest", "specificity", "specificity_retained",
                    "neighbourhood_kl", "ppl", "top1_agreement", "latent_drift_unrelated", "glue_mean", "delta_norm")
+# how the findings name each compared metric
+METRIC_WORDS = {"efficacy_all": "efficacy on all edits so far", "paraphrase_all": "paraphrase success on all edits",
+                "specificity": "specificity (neighbourhood prompts still right)",
+                "specificity_retained": "specificity retained", "neighbourhood_kl": "neighbourhood KL",
+                "ppl": "held-out perplexity", "top1_agreement": "top-1 agreement with the unedited model",
+                "latent_drift_unrelated": "latent drift of unrelated subjects", "glue_mean": "probe accuracy"}
 
 
 @dataclass
@@ -70,7 +80,10 @@ class DemoConfig:
         model: preset name or path (``None``: ``$OTELAB_MODEL`` or SmolLM2-135M).
         data: ``"factbank"`` (built in) or ``"counterfact"`` (``$OTELAB_DATA_DIR`` or the Hugging Face Hub).
         pairs: ``(aligned, misaligned)`` run specs ``"method:mode"``.
-        n_records: edits in the stream (the first fact-bank records).
+        n_records: edits in the stream (the first fact-bank records). The default, 200 in 2 steps
+            of 100 (the paper's step size) scored after each step, is the longest stream that
+            the measured stage costs put within 5 minutes for a cold run on 2 CPU cores with the
+            shipped values (README, "Timing").
         batch_size: edits per step.
         eval_every: score every this many steps (and always at the last step).
         cov_tokens: tokens of the preserved covariance C0.
@@ -92,9 +105,9 @@ class DemoConfig:
     model: Optional[str] = None
     data: str = "factbank"
     pairs: tuple = DEFAULT_PAIRS
-    n_records: int = 30
-    batch_size: int = 5
-    eval_every: int = 2
+    n_records: int = 200
+    batch_size: int = 100
+    eval_every: int = 1
     cov_tokens: int = 20_000
     corpus: Optional[str] = None
     n_para: int = 1
@@ -361,13 +374,18 @@ def run_demo(cfg: DemoConfig, out: str | Path = "runs/demo", progress: bool = Tr
     timings["baseline"] = time.perf_counter() - t0
 
     B, steps = cfg.batch_size, cfg.n_records // cfg.batch_size
-    values = None
+    values, values_note = None, ""
     if not cfg.fresh_values:
-        from otelab.valuebank import ValueBank
+        from otelab.valuebank import FACTBANK_VALUES, ValueBank, fill_from_export
 
         t0 = time.perf_counter()
         bank = ValueBank(loaded, path=cfg.values_bank, progress=progress)
-        bank.compute([r.request() for r in data.stream[:steps * B]])   # what is missing, with a progress bar
+        requests = [r.request() for r in data.stream[:steps * B]]
+        if cfg.data == "factbank":   # the values shipped with otelab, used only if computed with this exact spec
+            values_note = fill_from_export(bank, FACTBANK_VALUES, requests)
+            if values_note:
+                print(f"      values: {values_note}", flush=True)
+        bank.compute(requests)   # what is missing, with a progress bar
         values = [bank.get([r.request() for r in data.stream[t * B:(t + 1) * B]], compute=False)
                   for t in range(steps)]
         timings["values"] = time.perf_counter() - t0
@@ -398,7 +416,8 @@ def run_demo(cfg: DemoConfig, out: str | Path = "runs/demo", progress: bool = Tr
         pairs.append({"title": PAIR_TITLES.get((a, b), f"{run_label(a)} vs {run_label(b)}"),
                       "aligned": a, "misaligned": b, "metrics": v,
                       "aligned_better": [m for m, d in v.items() if d["better"] == "aligned"],
-                      "misaligned_better": [m for m, d in v.items() if d["better"] == "misaligned"]})
+                      "misaligned_better": [m for m, d in v.items() if d["better"] == "misaligned"],
+                      "trajectory": pair_trajectory(combined, results[a].label, results[b].label)})
     timings["total"] = time.perf_counter() - t_all
 
     settings = {**asdict(cfg), "pairs": [list(p) for p in cfg.pairs], "model_resolved": loaded.preset.name,
@@ -407,7 +426,9 @@ def run_demo(cfg: DemoConfig, out: str | Path = "runs/demo", progress: bool = Tr
                 "unedited model, shared by all runs" if values is not None else "optimised per run and step",
                 "glue_tasks": sorted(data.glue), "n_latent_records": len(data.latent_records),
                 "torch": torch.__version__, "python": platform.python_version(),
-                "threads": torch.get_num_threads(), "device": str(loaded.device)}
+                "threads": torch.get_num_threads(), "device": str(loaded.device), "values_source": values_note}
+    for p in pairs:
+        p["findings"] = pair_findings(p, settings)
     metrics = {"format": "otelab-demo/1", "settings": settings, "verify": verify_res, "summary": summary,
                "pairs": pairs, "runs": {spec: {"label": r.label, "step_seconds": r.step_seconds,
                                                "eval_seconds": r.eval_seconds, "final": _final(combined, r.label)}
@@ -527,6 +548,79 @@ def pair_sentence(p: dict) -> str:
             + f", the rest within tolerance ({TIE_ABS} for scores, {TIE_REL:.0%} relative otherwise).")
 
 
+def pair_trajectory(combined, aligned_label: str, misaligned_label: str) -> list[dict]:
+    """The pair's verdict at every checkpoint both runs were scored at (step ≥ 1).
+
+    Arguments:
+        combined: the :class:`otelab.report.Report` holding both runs.
+        aligned_label, misaligned_label: their labels.
+    Returns:
+        Per checkpoint, ``{"step", "edits", "metrics"}`` with ``metrics`` as in :func:`_verdict`.
+    """
+    df = combined.to_frame()
+    rows = {lab: {int(st): dict(zip(g["metric"], g["value"])) for st, g in d.groupby("step")}
+            for lab, d in df.groupby("label")}
+    a, b = rows.get(aligned_label, {}), rows.get(misaligned_label, {})
+    return [{"step": t, "edits": a[t].get("edits"), "metrics": _verdict(a[t], b[t])}
+            for t in sorted(set(a) & set(b)) if t >= 1]
+
+
+def _gap_metric(final: dict) -> Optional[str]:
+    """The decided metric with the largest gap at the end (scores in absolute, others relative)."""
+    def size(m):
+        d = final[m]
+        x, y = d["aligned"], d["misaligned"]
+        return abs(x - y) if m in HIGHER_BETTER else abs(x - y) / max(abs(x), abs(y), 1e-12)
+    decided = [m for m, d in final.items() if d["better"] != "tie"]
+    return max(decided, key=size) if decided else None
+
+
+def pair_findings(p: dict, settings: dict) -> str:
+    """What the stream shows for one pair, in words, from the measured numbers only.
+
+    Arguments:
+        p: one entry of ``metrics["pairs"]`` (``aligned``, ``misaligned``, ``metrics`` at the
+            end, ``trajectory`` from :func:`pair_trajectory`).
+        settings: ``metrics["settings"]`` (stream length, batch size).
+    Returns:
+        A paragraph: where the two runs stand after the stream, with numbers, and how the
+        largest gap developed over the checkpoints.
+    """
+    A, B = run_label(p["aligned"]), run_label(p["misaligned"])
+    fin = p["metrics"]
+    words = lambda m: METRIC_WORDS.get(m, m)
+    nums = lambda m: f"{_fmt(fin[m]['aligned'])} vs {_fmt(fin[m]['misaligned'])}"
+    ahead = [m for m, d in fin.items() if d["better"] == "aligned"]
+    behind = [m for m, d in fin.items() if d["better"] == "misaligned"]
+    steps = settings["n_steps"]
+    head = (f"After {settings['n_records']} edits ({steps} step{'s' if steps != 1 else ''} of "
+            f"{settings['batch_size']}), {A} vs {B}: ")
+    if not ahead and not behind:
+        text = (head + f"the two are within tolerance on all {len(fin)} metrics, so this stream does not "
+                "separate them (" + "; ".join(f"{words(m)} {nums(m)}" for m in fin) + ").")
+    else:
+        parts = []
+        if ahead:
+            parts.append(f"{A} is better on " + "; ".join(f"{words(m)} ({nums(m)})" for m in ahead))
+        if behind:
+            parts.append(f"{B} is better on " + "; ".join(f"{words(m)} ({nums(m)})" for m in behind))
+        ties = [words(m) for m, d in fin.items() if d["better"] == "tie"]
+        text = head + ", and ".join(parts) + (f"; within tolerance on {', '.join(ties)}." if ties else ".")
+    gap = _gap_metric(fin)
+    traj = [c for c in p.get("trajectory", []) if gap in c["metrics"]]
+    if gap is not None and len(traj) >= 2:
+        sign = 1 if gap in HIGHER_BETTER else -1     # positive: the aligned run is better
+        diffs = [sign * (c["metrics"][gap]["aligned"] - c["metrics"][gap]["misaligned"]) for c in traj]
+        first = next((c for c in traj if c["metrics"][gap]["better"] != "tie"), None)
+        trend = ("grew" if abs(diffs[-1]) > abs(diffs[0]) * 1.5 else "shrank" if abs(diffs[-1]) < abs(diffs[0]) / 1.5
+                 else "stayed about the same")
+        text += (f" The largest gap, in {words(gap)}, {trend} over the stream: {A} minus {B}"
+                 + (" (sign flipped so that positive favours " + A + ")" if sign < 0 else "")
+                 + " was " + ", ".join(f"{d:+.3g} after {int(c['edits'])}" for d, c in zip(diffs, traj)) + " edits"
+                 + (f"; it first exceeded the tolerance after {int(first['edits'])} edits." if first else "."))
+    return text
+
+
 def build_sections(metrics: dict, combined, results: dict, projection=None) -> list[tuple]:
     """The report's sections: summary, verification, then per pair the four panels and ‖W − W0‖."""
     import html as _html
@@ -541,7 +635,7 @@ def build_sections(metrics: dict, combined, results: dict, projection=None) -> l
              "needs from step to step; <b>misaligned</b> ones drop it (the naive rule forgets earlier edits' keys; "
              "Eq. 3, mode memorize-nullspace, drops the pull-back term S C0 P that Eq. 4, mode memorize-full, "
              "keeps).</p><ul>"
-             + "".join(f"<li>{_html.escape(pair_sentence(p))}</li>" for p in metrics["pairs"]) + "</ul>")
+             + "".join(f"<li>{_html.escape(p['findings'])}</li>" for p in metrics["pairs"]) + "</ul>")
     secs.append(("text", "What was run and what it shows", intro, ""))
     secs.append(("table", "Summary: final metrics of every run", metrics["summary"],
                  f"After {s['n_records']} edits ({s['n_steps']} steps of {s['batch_size']}). efficacy / paraphrase "
@@ -670,7 +764,7 @@ def format_summary(metrics: dict) -> str:
     cols = ["run", "efficacy_all", "paraphrase_all", "specificity", "ppl", "top1_agreement",
             "latent_drift_unrelated", "glue_mean", "delta_norm", "edit_s_per_step"]
     lines = [format_table(metrics["summary"], cols), ""]
-    lines += ["- " + pair_sentence(p) for p in metrics["pairs"]]
+    lines += ["- " + p["findings"] for p in metrics["pairs"]]
     return "\n".join(lines)
 
 

@@ -57,8 +57,12 @@ import torch
 
 from otelab import values as V
 from otelab.cache import atomic_write_bytes, atomic_write_json, cache_dir, sha256_file
+from otelab.data import BUILTIN_DIR
 from otelab.requests import EditRequest
 
+# the values of the whole built-in fact bank for the default model, shipped with otelab
+# (`otelab values export --data factbank`); used by `otelab demo` when its spec matches
+FACTBANK_VALUES = BUILTIN_DIR / "factbank-values-smollm2-135m.safetensors"
 FORMAT = 1   # bump when the optimisation in otelab.values changes its result: old banks then stop matching
 _SETTINGS = ("v_lr", "v_steps", "clamp_factor", "kl_factor", "v_weight_decay", "dtype")
 
@@ -73,6 +77,11 @@ class ValueBankWarning(UserWarning):
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _short(fingerprint) -> str:
+    """``"sha256:246f0120de7a…"`` -> ``"246f0120de7a"`` (for messages)."""
+    return str(fingerprint).rpartition(":")[2][:12]
 
 
 def _tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -407,6 +416,42 @@ class ValueBank:
         atomic_write_bytes(file, save(tensors, metadata=meta))
         return file
 
+    def _add_rows(self, keys: list[str], tensors: dict[str, torch.Tensor], source: str,
+                  wanted: set[str] | None = None) -> int:
+        """Store, as one new shard, the rows of checked tensors whose keys this bank lacks.
+
+        Arguments:
+            keys: one bank key per row of ``tensors`` (of this bank's spec).
+            tensors: ``z``, ``z_init`` ``[n, d]``, ``nll`` ``[n, v_steps]``, ``steps`` ``[n]``.
+            source: where they come from (kept in the shard's metadata).
+            wanted: store only these keys (default every key the bank lacks).
+        Returns:
+            The number of values stored (values already in the bank are never replaced).
+        """
+        from safetensors.torch import save
+
+        rows, seen = [], set()
+        for i, k in enumerate(keys):
+            if k not in self._where and k not in seen and (wanted is None or k in wanted):
+                seen.add(k)
+                rows.append(i)
+        if not rows:
+            return 0
+        keys = [keys[i] for i in rows]
+        tensors = {name: t[rows].contiguous() for name, t in tensors.items()}
+        sha = _tensors_sha256(tensors)
+        name = f"shard-import-{sha[:16]}.safetensors"
+        meta = {"otelab_spec": json.dumps(self.spec, sort_keys=True), "keys": json.dumps(keys), "sha256": sha,
+                "imported_from": source}
+        atomic_write_bytes(self.path / name, save(tensors, metadata=meta))
+        with self._lock():
+            index = self._read_index()
+            index["shards"][name] = {"keys": keys, "sha256": sha256_file(self.path / name)}
+            atomic_write_json(self.path / "index.json", index, indent=None)
+        self._loaded_shards[name] = {"keys": keys, **tensors}
+        self._where.update({k: (name, row) for row, k in enumerate(keys)})
+        return len(keys)
+
     @classmethod
     def import_(cls, file: str | os.PathLike, loaded, path: str | os.PathLike | None = None,
                 templates: Sequence[str] | None = None, **kw) -> "ValueBank":
@@ -416,43 +461,83 @@ class ValueBank:
             file: a file written by :meth:`export`.
             loaded, path, templates, kw: as for :class:`ValueBank`.
         Returns:
-            The bank, with the file's values stored as one shard.
+            The bank, with the file's values it lacked stored as one shard (values already
+            in the bank are kept as they are).
         Raises:
             ValueBankError: the file cannot be read, fails its checksum, or was computed for
                 another model, value settings or templates (nothing is written then).
         """
-        from safetensors import safe_open
-
-        want = value_spec(loaded, templates)
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-            spec, keys = json.loads(meta["otelab_spec"]), json.loads(meta["keys"])
-        except Exception as e:
-            raise ValueBankError(f"{file}: not a readable value bank export ({type(e).__name__}: {e})") from None
-        if _tensors_sha256(tensors) != meta.get("sha256"):
-            raise ValueBankError(f"{file}: checksum mismatch (file corrupted)")
-        if spec != want:
-            differ = sorted(k for k in set(spec) | set(want) if spec.get(k) != want.get(k))
-            raise ValueBankError(f"{file}: computed for another model or value spec (differs in {differ}); "
-                                 f"this model is {want['model']} {want['fingerprint'][:12]}…")
-        if set(tensors) != {"z", "z_init", "nll", "steps"} or any(t.shape[0] != len(keys) for t in tensors.values()):
-            raise ValueBankError(f"{file}: its tensors do not match its keys")
-        from safetensors.torch import save
-
+        keys, tensors = read_export(file, value_spec(loaded, templates))
         bank = cls(loaded, path=path, templates=templates, **kw)   # only now: a refused file creates nothing
-
-        name = f"shard-import-{hashlib.sha256(meta['sha256'].encode()).hexdigest()[:16]}.safetensors"
-        shard_meta = {"otelab_spec": meta["otelab_spec"], "keys": meta["keys"], "sha256": meta["sha256"],
-                      "imported_from": Path(file).name}
-        atomic_write_bytes(bank.path / name, save(tensors, metadata=shard_meta))
-        with bank._lock():
-            index = bank._read_index()
-            index["shards"][name] = {"keys": keys, "sha256": sha256_file(bank.path / name)}
-            atomic_write_json(bank.path / "index.json", index, indent=None)
-        bank._where.update({k: (name, row) for row, k in enumerate(keys)})
+        bank._add_rows(keys, tensors, Path(file).name)
         return bank
+
+
+def read_export(file: str | os.PathLike, spec: dict) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """Read a file written by :meth:`ValueBank.export` and check it against a value spec.
+
+    Arguments:
+        file: the exported file.
+        spec: the :func:`value_spec` its values must have been computed with (model
+            fingerprint, value settings, layer, templates).
+    Returns:
+        ``(keys, tensors)``: the bank key of every row and ``z``, ``z_init`` ``[n, d]``,
+        ``nll`` ``[n, v_steps]``, ``steps`` ``[n]``.
+    Raises:
+        ValueBankError: the file cannot be read, fails its checksum, was computed for
+            another spec, or its tensors do not match its keys.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        other, keys = json.loads(meta["otelab_spec"]), json.loads(meta["keys"])
+    except Exception as e:   # truncated or garbled file: safetensors/json raise various types
+        raise ValueBankError(f"{file}: not a readable value bank export ({type(e).__name__}: {e})") from None
+    if _tensors_sha256(tensors) != meta.get("sha256"):
+        raise ValueBankError(f"{file}: checksum mismatch (file corrupted)")
+    if other != spec:
+        differ = sorted(k for k in set(other) | set(spec) if other.get(k) != spec.get(k))
+        raise ValueBankError(f"{file}: computed for another model or value spec ({other.get('model')} "
+                             f"{_short(other.get('fingerprint'))}…, differs in {differ}); this model is "
+                             f"{spec['model']} {_short(spec['fingerprint'])}…")
+    if set(tensors) != {"z", "z_init", "nll", "steps"} or any(t.shape[0] != len(keys) for t in tensors.values()):
+        raise ValueBankError(f"{file}: its tensors do not match its keys")
+    return keys, tensors
+
+
+def fill_from_export(bank: ValueBank, file: str | os.PathLike, requests: Sequence[EditRequest]) -> str:
+    """Import from an exported file the values of ``requests`` that ``bank`` lacks, if the file matches.
+
+    The file is used only when it was computed with the bank's exact spec (model
+    fingerprint, value settings, layer, templates) and passes its checksum; values
+    already in the bank are never replaced. Otherwise nothing is written and the caller
+    computes the values as usual.
+
+    Arguments:
+        bank: the bank to fill (e.g. the demo's).
+        file: a file written by :meth:`ValueBank.export` (e.g. :data:`FACTBANK_VALUES`).
+        requests: the requests whose values are wanted.
+    Returns:
+        A one-line note: how many values were imported, or why the file was not used;
+        ``""`` when the bank already held every value.
+    """
+    todo = {bank.key(r) for r in bank.missing(requests)}
+    if not todo:
+        return ""
+    name = Path(file).name
+    if not Path(file).is_file():
+        return f"{name} not found: computing the {len(todo)} missing values"
+    try:
+        keys, tensors = read_export(file, bank.spec)
+    except ValueBankError as e:
+        return f"not using {name}: {str(e).removeprefix(str(file) + ': ')}; computing the {len(todo)} missing values"
+    n = bank._add_rows(keys, tensors, name, wanted=todo)
+    rest = len(todo) - n
+    return (f"imported {n} values from {name} (checked: {bank.spec['model']} {_short(bank.spec['fingerprint'])}…)"
+            + (f"; computing the {rest} it lacks" if rest else ""))
 
 
 def list_banks(root: str | os.PathLike | None = None) -> list[dict]:

@@ -1,6 +1,7 @@
 """``otelab demo`` and its HTML report: end to end at CI size, plus the pieces."""
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -36,7 +37,8 @@ def _run(tmp_path, *extra):
     return rc, json.loads((out / "metrics.json").read_text()), (out / "report.html").read_text()
 
 
-def test_demo_quick_tiny_writes_metrics_and_report(tmp_path, offline_texts, corpus_file, capsys):
+def test_demo_quick_tiny_writes_metrics_and_report(tmp_path, offline_texts, corpus_file, capsys, monkeypatch):
+    monkeypatch.setenv("OTELAB_CACHE", str(tmp_path / "cache"))     # an empty value bank
     rc, m, page = _run(tmp_path, "--model", "tiny-llama", "--corpus", corpus_file, "--cov-tokens", "1500")
     assert rc == 0
     assert m["format"] == "otelab-demo/1"
@@ -75,6 +77,34 @@ def test_demo_quick_tiny_writes_metrics_and_report(tmp_path, offline_texts, corp
     # plotly.js is inline (its own source mentions the CDN as a config default, so look for a script tag)
     assert not re.search(r"<script[^>]*\ssrc=", page)
     assert "wrote" in capsys.readouterr().out
+    # the shipped fact-bank values are SmolLM2's: refused for this model (one line), values computed instead
+    assert s["values_source"].startswith("not using factbank-values-smollm2-135m.safetensors: computed for another "
+                                         "model or value spec")
+    # the page says what the stream shows, in words made from the measured numbers
+    for p in m["pairs"]:
+        assert p["findings"].startswith(f"After 4 edits (2 steps of 2), {demo.run_label(p['aligned'])} vs ")
+        assert [c["edits"] for c in p["trajectory"]] == [2.0, 4.0]
+        assert html.escape(p["findings"], quote=False) in page.replace("&#x27;", "'")
+
+
+def test_demo_imports_matching_shipped_values_instead_of_computing(tmp_path, offline_texts, corpus_file,
+                                                                   monkeypatch):
+    """A shipped file computed for this exact model and spec fills the empty bank: no value is optimised."""
+    import otelab.valuebank
+    from otelab import values as V
+    from otelab.data import load_factbank
+    from otelab.models import load_model
+    from otelab.valuebank import ValueBank
+
+    monkeypatch.setenv("OTELAB_CACHE", str(tmp_path / "cache"))
+    reqs = [r.request() for r in load_factbank(n=4)]
+    file = ValueBank(load_model("tiny-llama"), path=tmp_path / "src", progress=False).export(
+        tmp_path / "shipped.safetensors", reqs)
+    monkeypatch.setattr(otelab.valuebank, "FACTBANK_VALUES", file)
+    monkeypatch.setattr(V, "compute_values", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
+    rc, m, _ = _run(tmp_path, "--model", "tiny-llama", "--corpus", corpus_file, "--cov-tokens", "1500",
+                    "--skip-verify", "--no-umap", "--pairs", "memit:aligned/memit:naive")
+    assert rc == 0 and m["settings"]["values_source"].startswith("imported 4 values from shipped.safetensors")
 
 
 def test_run_stream_restores_the_model(tmp_path, offline_texts, corpus_file):
@@ -114,6 +144,31 @@ def test_verdict_respects_direction_and_tolerance():
     assert v["ppl"]["better"] == "aligned"              # lower perplexity is better
     assert v["top1_agreement"]["better"] == "tie"       # 0.01 is within TIE_ABS
     assert demo._verdict({"ppl": 12.0}, {"ppl": 10.0})["ppl"]["better"] == "misaligned"
+
+
+def test_findings_are_made_from_the_measured_numbers():
+    from otelab.report import Report
+
+    a, b = Report("MEMIT aligned"), Report("MEMIT naive")
+    for rep, rows in ((a, [(0.9, 18.0, 0.95), (0.9, 20.0, 0.95)]), (b, [(0.8, 18.1, 0.95), (0.5, 18.0, 0.94)])):
+        rep.add(0, edits=0, efficacy_all=0.0, ppl=17.0, top1_agreement=1.0)
+        for t, (eff, ppl, top1) in enumerate(rows, start=1):
+            rep.add(t, edits=100 * t, efficacy_all=eff, ppl=ppl, top1_agreement=top1)
+    combined = Report.combine(a, b)
+    p = {"aligned": "memit:aligned", "misaligned": "memit:naive",
+         "metrics": demo._verdict(a.latest(), b.latest()),
+         "trajectory": demo.pair_trajectory(combined, "MEMIT aligned", "MEMIT naive")}
+    assert [c["edits"] for c in p["trajectory"]] == [100.0, 200.0]
+    text = demo.pair_findings(p, {"n_records": 200, "n_steps": 2, "batch_size": 100})
+    assert text.startswith("After 200 edits (2 steps of 100), MEMIT aligned vs MEMIT naive: MEMIT aligned is better "
+                           "on efficacy on all edits so far (0.9 vs 0.5), and MEMIT naive is better on held-out "
+                           "perplexity (20 vs 18); within tolerance on top-1 agreement with the unedited model.")
+    assert text.endswith("The largest gap, in efficacy on all edits so far, grew over the stream: MEMIT aligned minus "
+                         "MEMIT naive was +0.1 after 100, +0.4 after 200 edits; it first exceeded the tolerance "
+                         "after 100 edits.")
+    same = dict(p, metrics=demo._verdict(a.latest(), a.latest()), trajectory=[])
+    assert "within tolerance on all 3 metrics, so this stream does not separate them (efficacy on all edits so far " \
+           "0.9 vs 0.9;" in demo.pair_findings(same, {"n_records": 200, "n_steps": 2, "batch_size": 100})
 
 
 def test_html_report_escapes_and_inlines_plotly_once(tmp_path):

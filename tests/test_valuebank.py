@@ -128,6 +128,88 @@ def test_export_import_round_trip(lm, tmp_path, monkeypatch):
         ValueBank.import_(tmp_path / "bad.safetensors", lm, path=tmp_path / "d")
 
 
+def test_shipped_values_are_imported_when_they_match(lm, tmp_path, monkeypatch):
+    from otelab.valuebank import fill_from_export
+
+    ref = ValueBank(lm, path=tmp_path / "a", progress=False).get(REQS)
+    file = ValueBank(lm, path=tmp_path / "a", progress=False).export(tmp_path / "shipped.safetensors", REQS)
+    bank = ValueBank(lm, path=tmp_path / "b", progress=False)
+    own = bank.get(REQS[:2])                                   # the user's own values: never replaced
+    no_compute(monkeypatch)
+    note = fill_from_export(bank, file, REQS[:5])
+    assert note.startswith("imported 3 values from shipped.safetensors (checked: tiny-llama")
+    assert bank.missing(REQS) == REQS[5:]                      # only what the requests needed
+    assert [bank._where[bank.key(r)][0].startswith("shard-import-") for r in REQS[:5]] == [False] * 2 + [True] * 3
+    got = ValueBank(lm, path=tmp_path / "b", progress=False).get(REQS[:5])   # from disk, verified
+    assert torch.equal(got.z[:2], own.z) and torch.equal(got.z[2:], ref.z[2:5])
+    assert fill_from_export(bank, file, REQS[:5]) == ""       # nothing left to import
+
+
+def test_shipped_values_of_another_model_are_refused_then_computed(lm, tmp_path):
+    from otelab.valuebank import fill_from_export
+
+    file = ValueBank(tiny(seed=1), path=tmp_path / "x", progress=False).export(tmp_path / "other.safetensors", REQS[:2])
+    bank = ValueBank(lm, path=tmp_path / "b", progress=False)
+    note = fill_from_export(bank, file, REQS[:2])
+    assert note.startswith("not using other.safetensors: computed for another model or value spec")
+    assert "fingerprint" in note and note.endswith("computing the 2 missing values") and len(note.splitlines()) == 1
+    assert len(bank) == 0 and not list((tmp_path / "b").glob("shard-*"))
+    direct = V.compute_values(lm, REQS[:2], templates=context_templates(lm))
+    torch.testing.assert_close(bank.get(REQS[:2]).z, direct.z, rtol=1e-5, atol=1e-5)
+    missing = fill_from_export(ValueBank(lm, path=tmp_path / "c", progress=False), tmp_path / "none.safetensors", REQS)
+    assert missing == "none.safetensors not found: computing the 6 missing values"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_corrupted_shipped_file_is_detected(lm, tmp_path, damage):
+    from otelab.valuebank import fill_from_export
+
+    file = ValueBank(lm, path=tmp_path / "a", progress=False).export(tmp_path / "v.safetensors", REQS[:3])
+    raw = bytearray(file.read_bytes())
+    if damage == "flip":
+        raw[-7] ^= 0x10
+    else:
+        del raw[-40:]
+    file.write_bytes(bytes(raw))
+    bank = ValueBank(lm, path=tmp_path / "b", progress=False)
+    note = fill_from_export(bank, file, REQS[:3])
+    assert note.startswith("not using v.safetensors: " + ("checksum mismatch (file corrupted)" if damage == "flip"
+                                                          else "not a readable value bank export"))
+    assert len(bank) == 0 and not list((tmp_path / "b").glob("shard-*"))
+
+
+def test_the_shipped_factbank_values_match_smollm2_spec_and_the_factbank():
+    """The shipped file is intact and holds the values of the first fact-bank records, at least the demo's
+    default stream (checked without the model)."""
+    from otelab.demo import DemoConfig
+    from safetensors import safe_open
+
+    from otelab.valuebank import FACTBANK_VALUES, _digest, _tensors_sha256, request_fields
+    with safe_open(str(FACTBANK_VALUES), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    spec, keys = json.loads(meta["otelab_spec"]), json.loads(meta["keys"])
+    assert _tensors_sha256(tensors) == meta["sha256"] and spec["model"] == "smollm2-135m"
+    assert len(spec["templates"]) > 1                         # the demo's (context) templates, not plain
+    spec_id = _digest(spec)[:16]
+    want = [_digest({"spec": spec_id, "request": request_fields(r.request())})[:32] for r in load_factbank()]
+    n = len(keys)
+    assert keys == want[:n] and n >= DemoConfig().n_records and tuple(tensors["z"].shape) == (n, 576)
+
+
+@pytest.mark.slow
+def test_the_shipped_factbank_values_are_imported_for_smollm2(tmp_path, monkeypatch):
+    """On the real model the shipped file matches the demo's spec: its values fill an empty bank, nothing is optimised."""
+    from otelab.models import load_model
+    from otelab.valuebank import FACTBANK_VALUES, fill_from_export
+
+    reqs = [r.request() for r in load_factbank(n=8)]
+    bank = ValueBank(load_model("smollm2-135m"), path=tmp_path, progress=False)   # the demo's: default templates
+    assert fill_from_export(bank, FACTBANK_VALUES, reqs).startswith("imported 8 values from " + FACTBANK_VALUES.name)
+    no_compute(monkeypatch)
+    v = bank.get(reqs)
+    assert tuple(v.z.shape) == (8, 576) and all(s >= 1 for s in v.row_steps)
+
+
 _WORKER = """
 import sys
 from otelab.data import load_factbank
