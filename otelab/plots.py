@@ -161,7 +161,7 @@ def curves_figure(df, panels: Sequence[tuple[str, str]], *, cols: int = 3, title
             keep an empty subplot.
         cols: subplots per row.
         title: figure title.
-        log_y: metrics drawn on a log axis when their values span more than a factor of 10
+        log_y: metrics drawn on a log axis when their values span more than a factor of 5
             (a collapsing run's PPL would flatten every other curve).
         height_per_row: pixels per row of subplots.
     Returns:
@@ -189,7 +189,7 @@ def curves_figure(df, panels: Sequence[tuple[str, str]], *, cols: int = 3, title
                             hovertemplate=f"{label}<br>%{{x}} edits: %{{y:.4g}}<extra></extra>")
             shown.add(label)
         vals = [v for v in sub["value"] if v == v and v > 0]
-        if metric in log_y and vals and max(vals) > 10 * min(vals):
+        if metric in log_y and vals and max(vals) > 5 * min(vals):
             fig.update_yaxes(type="log", row=row, col=col)
     fig.update_xaxes(title_text="edits", rangemode="tozero")
     fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), template="plotly_white",

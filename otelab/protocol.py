@@ -8,6 +8,7 @@ module turns whatever set of those files is present into what notebooks 07 and 0
 - :func:`protocol_runs`: the runs of a folder, plus single files, by :func:`otelab.stream.run_label`;
   :func:`editors` / :func:`sweep_runs` split them into the editors at the protocol's λ and the
   λ sweep of aligned MEMIT (:func:`protocol_lambda` says which λ the editors share).
+- :func:`settings_table`: what each run recorded about the protocol (draw, steps, values, checkpoints).
 - :func:`final_scores`: one row per complete run (all-record scores with bootstrap intervals,
   final PPL / top-1 agreement, general capability, ‖ΔW‖, editing time), the unedited model first.
 - :func:`beside_paper`: those numbers next to the paper's printed ones (Tables 2/5, 3's OTE
@@ -144,6 +145,32 @@ def in_progress(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- tables
+
+
+def settings_table(runs: Mapping[str, Mapping[str, Any]]):
+    """What each run recorded about its protocol, one row per run (to see that the editors share it).
+
+    Returns:
+        A ``pandas.DataFrame`` indexed by label: ``file, edits`` (done / in the stream), ``batch``,
+        ``seed``, ``λ``, ``values`` (and the prompts they were optimised on), ``checkpoint every``,
+        ``capability every`` (steps; "–": at every checkpoint), ``texts`` (held-out), ``tasks`` (items each).
+    """
+    import pandas as pd
+
+    rows = []
+    for label, r in runs.items():
+        ev = r.get("evaluation", {})
+        tasks = ev.get("tasks", {})
+        done = r["steps"][-1]["edits"] if r["steps"] else 0
+        rows.append({"run": label, "file": r.get("file"), "edits": f"{done:,} / {len(r['stream']['case_ids']):,}",
+                     "batch": r["stream"]["batch_size"], "seed": setting(r, "seed"), "λ": setting(r, "cov_weight"),
+                     "values": f"{setting(r, 'values')} ({setting(r, 'value_templates', 'context')} prompt)",
+                     "checkpoint every": setting(r, "checkpoint_every"),
+                     "capability every": ev.get("capability_every"), "texts": ev.get("texts"),
+                     "tasks": f"{len(tasks)} × {max(tasks.values())}" if tasks else "none"})
+    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
+
+
 
 
 def _checkpoint_row(ck: Mapping[str, Any]) -> dict[str, Any]:
