@@ -110,6 +110,8 @@ def test_final_scores_read_the_final_model(protocol_folder):
     assert r["edit_seconds"] == pytest.approx(4 * 2.5)                       # step time + value fetch, 4 steps
     assert r["edits"] == 40 and r["mode"] == "naive"
     assert df.loc["MEMIT one-time edit λ=3000", "mode"] == "one-time"
+    st = P.settings_table(P.protocol_runs(protocol_folder))
+    assert st.loc["PRUNE aligned λ=3000", "edits"] == "20 / 40" and st.loc["MEMIT one-time edit λ=3000", "batch"] == 40
 
 
 def test_beside_paper_picks_the_printed_rows(protocol_folder):
