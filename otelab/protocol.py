@@ -355,24 +355,29 @@ def _compare_scores(a, b, k: str) -> str:
         return "higher"
     if a[k + "_hi"] < b[k + "_lo"]:
         return "lower"
-    return "not separated (the 95 % intervals overlap)"
+    return "not separated"
 
 
 def _pair_sentence(name_a: str, a, name_b: str, b, ppl0: Optional[float]) -> str:
+    """``a`` against ``b`` on the scores (by their intervals), PPL (by ratio) and agreements (by difference)."""
     parts = []
     for k in SCORES:
-        parts.append(f"{k} {_ci(a, k)} vs {_ci(b, k)}: {name_a} {_compare_scores(a, b, k)}")
+        word = _compare_scores(a, b, k)
+        parts.append(f"{k} {_ci(a, k)} vs {_ci(b, k)}: "
+                     + (f"{name_a} {word}" if word != "not separated" else
+                        "not separated (the 95 % intervals overlap)"))
     r = a["ppl"] / b["ppl"]
-    word = "lower" if r < 1 / PPL_RATIO else "higher" if r > PPL_RATIO else f"within {PPL_RATIO - 1:.0%}"
+    word = (f"{name_a} lower" if r < 1 / PPL_RATIO else f"{name_a} higher" if r > PPL_RATIO else
+            f"within {PPL_RATIO - 1:.0%} of each other")
     parts.append(f"PPL {_num(a['ppl'])} vs {_num(b['ppl'])}" + (f" (unedited {_num(ppl0)})" if ppl0 else "")
-                 + f": {name_a} {word}")
+                 + f": {word}")
     for k, text in (("top1_agreement", "top-1 agreement"), ("capability_agreement", "capability agreement")):
         if a[k] is None or b[k] is None or any(map(math.isnan, (a[k], b[k]))):
             continue
         d = a[k] - b[k]
-        word = "higher" if d > AGREEMENT_DIFF else "lower" if d < -AGREEMENT_DIFF else \
-            f"within {AGREEMENT_DIFF}"
-        parts.append(f"{text} {a[k]:.3f} vs {b[k]:.3f}: {name_a} {word}")
+        word = (f"{name_a} higher" if d > AGREEMENT_DIFF else f"{name_a} lower" if d < -AGREEMENT_DIFF else
+                f"within {AGREEMENT_DIFF} of each other")
+        parts.append(f"{text} {a[k]:.3f} vs {b[k]:.3f}: {word}")
     return "; ".join(parts)
 
 
@@ -421,7 +426,7 @@ def verdicts(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
         if fa is not None and fb is not None:
             pa, pb = fa.value("efficacy_all"), fb.value("efficacy_all")
             here = _compare_scores(a, b, "efficacy")
-            same = here.startswith("higher") == (pa > pb) if not here.startswith("not") else None
+            same = None if here == "not separated" else (here == "higher") == (pa > pb)
             text += (f". The paper ({fa.table}, {PAPER_MODEL}) prints efficacy {pa:.3f} vs {pb:.3f}: "
                      + ("the same direction shows here." if same else "the opposite direction shows here."
                         if same is False else "here the two are not separated."))
@@ -437,9 +442,9 @@ def verdicts(runs: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if len(sweep) >= 2:
         lo, hi = sweep.iloc[0], sweep.iloc[-1]
         lam = protocol_lambda(runs)
-        out.append(f"**λ sweep of aligned MEMIT** (λ = {', '.join(f'{v:g}' for v in sweep.index)}): from "
-                   f"λ = {sweep.index[0]:g} to {sweep.index[-1]:g}, "
-                   + _pair_sentence(f"λ = {sweep.index[-1]:g}", hi, f"λ = {sweep.index[0]:g}", lo, ppl0)
+        out.append(f"**λ sweep of aligned MEMIT** (λ = {', '.join(f'{v:g}' for v in sweep.index)}), the smallest "
+                   f"λ = {sweep.index[0]:g} against the largest {sweep.index[-1]:g}: "
+                   + _pair_sentence(f"λ = {sweep.index[0]:g}", lo, f"λ = {sweep.index[-1]:g}", hi, ppl0)
                    + (f". The other editors ran at λ = {lam:g}." if lam is not None else "."))
     pending = in_progress(runs)
     if pending:

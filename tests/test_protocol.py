@@ -148,11 +148,12 @@ def test_verdicts_follow_the_numbers(protocol_folder):
     assert "top-1 agreement 0.800 vs 0.300: aligned higher" in memit
     assert "the same direction shows here" in memit
     alpha = next(v for v in P.verdicts(runs) if v.startswith("**AlphaEdit"))
-    assert "efficacy 0.900 [0.880, 0.920] vs 0.890 [0.870, 0.910]: aligned not separated" in alpha
-    assert "PPL 61.0 vs 62.0 (unedited 50.0): aligned within 10%" in alpha
+    assert "efficacy 0.900 [0.880, 0.920] vs 0.890 [0.870, 0.910]: not separated (the 95 % intervals overlap)" in alpha
+    assert "PPL 61.0 vs 62.0 (unedited 50.0): within 10% of each other" in alpha
     assert "here the two are not separated" in alpha
     assert "**MEMIT aligned λ=3000 vs MEMIT one-time edit λ=3000**" in text
     assert "λ sweep of aligned MEMIT** (λ = 1000, 3000)" in text and "other editors ran at λ = 3000" in text
+    assert "efficacy 0.800 [0.780, 0.820] vs 0.950 [0.930, 0.970]: λ = 1000 lower" in text
     assert "PRUNE aligned λ=3000: 20 of 40 edits" in text
     # a naive run better than aligned is said so, not hidden
     flipped = copy.deepcopy(runs)
