@@ -288,7 +288,8 @@ def beside_paper(runs: Mapping[str, Mapping[str, Any]]):
 
 def paper_settings(beside) -> list[str]:
     """``"<table>: <the paper's model and scale>"`` for every table in a :func:`beside_paper` frame."""
-    return [f"{t}: {paper.TABLE_SCALE[t]}" for t in dict.fromkeys(beside["paper table"])]
+    order = list(paper.TABLES)
+    return [f"{t}: {paper.TABLE_SCALE[t]}" for t in sorted(set(beside["paper table"]), key=order.index)]
 
 
 def lambda_sweep(runs: Mapping[str, Mapping[str, Any]]):
