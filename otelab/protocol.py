@@ -153,6 +153,7 @@ def settings_table(runs: Mapping[str, Mapping[str, Any]]):
     Returns:
         A ``pandas.DataFrame`` indexed by label: ``file, edits`` (done / in the stream), ``batch``,
         ``seed``, ``λ``, ``values`` (and the prompts they were optimised on), ``checkpoint every``,
+        ``sampled per batch`` (records scored at checkpoints),
         ``capability every`` (steps; "–": at every checkpoint), ``texts`` (held-out), ``tasks`` (items each).
     """
     import pandas as pd
@@ -166,6 +167,7 @@ def settings_table(runs: Mapping[str, Mapping[str, Any]]):
                      "batch": r["stream"]["batch_size"], "seed": setting(r, "seed"), "λ": setting(r, "cov_weight"),
                      "values": f"{setting(r, 'values')} ({setting(r, 'value_templates', 'context')} prompt)",
                      "checkpoint every": setting(r, "checkpoint_every"),
+                     "sampled per batch": setting(r, "sample_per_batch"),
                      "capability every": ev.get("capability_every"), "texts": ev.get("texts"),
                      "tasks": f"{len(tasks)} × {max(tasks.values())}" if tasks else "none"})
     return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
