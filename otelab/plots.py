@@ -1,4 +1,4 @@
-"""Plotly figures for the toy (notebooks 01-04) and the interactive collapse explorer.
+"""Plotly figures for the toy (notebooks 01-04), the interactive collapse explorer and recorded curves.
 
 Every function returns a figure (or a widget) and never shows it, so notebooks
 decide what to display. plotly and ipywidgets are imported here, not by
@@ -6,6 +6,7 @@ decide what to display. plotly and ipywidgets are imported here, not by
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Optional, Sequence
 
@@ -14,7 +15,7 @@ from plotly.subplots import make_subplots
 
 from otelab.toy import ToyConfig, ToyTrace, make_world, run_rule
 
-__all__ = ["metric_figure", "collapse_figure", "sweep_figure", "collapse_explorer"]
+__all__ = ["metric_figure", "collapse_figure", "sweep_figure", "collapse_explorer", "curves_figure"]
 
 LABELS = {
     "preserved_error": "preserved error ‖W_t K0 − V0‖/‖V0‖",
@@ -148,3 +149,50 @@ def collapse_explorer(cfg: Optional[ToyConfig] = None, traces: Optional[tuple[To
     box.update = update            # for tests and notebooks: re-run with the current slider values
     box.sliders = dict(steps=steps, batch=batch, threshold=thr, lam=lam)
     return box
+
+
+def curves_figure(df, panels: Sequence[tuple[str, str]], *, cols: int = 3, title: str = "",
+                  log_y: Sequence[str] = ("ppl",), height_per_row: int = 300) -> go.Figure:
+    """One subplot per metric, one colour per run: recorded curves against the number of edits.
+
+    Arguments:
+        df: tidy frame with ``label, edits, metric, value`` (e.g. :func:`otelab.protocol.curves`).
+        panels: ``(metric, subplot title)`` pairs, in reading order; metrics absent from ``df``
+            keep an empty subplot.
+        cols: subplots per row.
+        title: figure title.
+        log_y: metrics drawn on a log axis when their values span more than a factor of 5
+            (a collapsing run's PPL would flatten every other curve).
+        height_per_row: pixels per row of subplots.
+    Returns:
+        A ``go.Figure``; one ``lines+markers`` trace per (run, metric), legend entry once per run.
+    """
+    rows = max(1, math.ceil(len(panels) / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for _, t in panels], horizontal_spacing=0.07,
+                        vertical_spacing=0.5 / (rows + 1))
+    labels = list(dict.fromkeys(df["label"])) if len(df) else []
+    colours = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf")
+    dashes = ("solid", "dash", "dot", "dashdot")
+    shown = set()
+    for k, (metric, _) in enumerate(panels):
+        row, col = k // cols + 1, k % cols + 1
+        sub = df[df["metric"] == metric]
+        for r, label in enumerate(labels):
+            g = sub[sub["label"] == label].sort_values("edits")
+            if g.empty:
+                continue
+            fig.add_scatter(x=g["edits"], y=g["value"], mode="lines+markers", name=str(label), legendgroup=str(label),
+                            showlegend=label not in shown,
+                            line=dict(color=colours[r % len(colours)], dash=dashes[(r // len(colours)) % len(dashes)]),
+                            marker=dict(size=5), row=row, col=col,
+                            hovertemplate=f"{label}<br>%{{x}} edits: %{{y:.4g}}<extra></extra>")
+            shown.add(label)
+        vals = [v for v in sub["value"] if v == v and v > 0]
+        if metric in log_y and vals and max(vals) > 5 * min(vals):
+            fig.update_yaxes(type="log", row=row, col=col)
+    fig.update_xaxes(title_text="edits", rangemode="tozero")
+    fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), template="plotly_white",
+                      height=height_per_row * rows + 80, margin=dict(l=55, r=15, t=60, b=40),
+                      legend=dict(orientation="h", y=-0.12, font=dict(size=10)))
+    return fig
