@@ -120,8 +120,16 @@ class WorkbenchUI:
         ])
         for f in self.figures.values():
             f.layout.width = 620
+        # CSS hooks for the browser test and for styling
+        self.widget.add_class("otelab-workbench")
+        if wb.values is not None:
+            self.widget.add_class("otelab-replay")
         self._update_status()
-        self._set_message("ready: " + wb.describe() + ". Press Step to edit the first batch.")
+        note, ok = wb.values_note()
+        if ok:
+            self._set_message(f"ready: {wb.describe()}. Press Step to edit the first batch. {note}")
+        else:
+            self._set_message(note, error=True)
 
     # ------------------------------------------------------------------ display
     def _repr_mimebundle_(self, **kwargs):
