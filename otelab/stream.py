@@ -508,6 +508,23 @@ def load_runs(folder: str | Path, pattern: str = "*.json") -> dict[str, dict[str
     return out
 
 
+def recorded_runs(*folders: str | Path, complete: bool = True) -> tuple[Optional[Path], dict[str, dict[str, Any]]]:
+    """The runs of the first folder that holds a complete recorded run (e.g. ``paper2000``, then ``results``).
+
+    Arguments:
+        folders: results folders, in order of preference (a missing folder is skipped).
+        complete: keep only the complete runs (their final all-record evaluation is in).
+
+    Returns:
+        ``(folder, {label: run})`` (:func:`load_runs`), or ``(None, {})`` when no folder has a complete run.
+    """
+    for folder in folders:
+        runs = load_runs(folder) if Path(folder).is_dir() else {}
+        if any(r["complete"] for r in runs.values()):
+            return Path(folder), {k: r for k, r in runs.items() if r["complete"] or not complete}
+    return None, {}
+
+
 # ----------------------------------------------------------------------------- values
 
 
