@@ -289,13 +289,13 @@ class BankValues:
         n = self.missing(requests)
         if not n:
             return f"values: all {len(requests)} in the value bank {self.bank.path}", True
-        return (f"values: {n} of the stream's {len(requests)} are missing from the value bank {self.bank.path}; "
-                f"fill it with `{self.fill}` (about 30 min for 2,000 on two CPU cores)"), False
+        return (f"values: {n} of {len(requests)} in the stream are not in the value bank {self.bank.path}; "
+                f"fill it with `{self.fill}` (roughly half a second per value on two CPU cores)"), False
 
     def __call__(self, requests: list):
         n = self.missing(requests)
         if n:
-            raise WorkbenchError(f"{n} of this step's {len(requests)} target values are not in the value bank; "
+            raise WorkbenchError(f"{n} of the {len(requests)} target values of this step are not in the value bank; "
                                  f"fill it with `{self.fill}`")
         return self.bank.get(requests, progress=False, compute=False)
 
