@@ -289,7 +289,8 @@ class WorkbenchUI:
 
 
 def workbench(loaded=None, *, method: str = "memit", mode: str = "aligned", compare=("memit", "naive"),
-              sizes=None, data=None, projector=None, progress: bool = True, **kwargs) -> WorkbenchUI:
+              sizes=None, data=None, projector=None, progress: bool = True, replay: bool = False, bank=None,
+              **kwargs) -> WorkbenchUI:
     """Build the whole workbench: model (SmolLM2 by default), data, covariance, baselines, widgets.
 
     Arguments:
@@ -300,18 +301,23 @@ def workbench(loaded=None, *, method: str = "memit", mode: str = "aligned", comp
         data: a :class:`otelab.workbench.WorkbenchData` (default :func:`otelab.workbench.load_data`).
         projector: see :class:`Workbench`.
         progress: progress bars while loading and computing the baselines.
+        replay: replay mode: the recorded runs' CounterFact stream (:func:`otelab.workbench.replay_data`,
+            sizes :meth:`Sizes.replay`) with values from the value bank (:class:`otelab.workbench.BankValues`).
+        bank: replay mode's value bank folder (default the bank's own under the cache).
         **kwargs: more :class:`Workbench` arguments (``cov``, ``corpus``, ``latent_layer``, ...).
 
     Returns:
         A :class:`WorkbenchUI`.
     """
-    from otelab.workbench import Sizes, load_data
+    from otelab.workbench import BankValues, Sizes, load_data, replay_data
 
-    sizes = sizes or Sizes.default()
+    sizes = sizes or (Sizes.replay() if replay else Sizes.default())
     if loaded is None:
         from otelab.models import load_model
         loaded = load_model()
-    data = data or load_data(sizes)
+    data = data or (replay_data(sizes) if replay else load_data(sizes))
+    if replay:
+        kwargs.setdefault("values", BankValues(loaded, path=bank))
     wb = Workbench(loaded, data, method=method, mode=mode, compare=compare, batch_size=sizes.batch_size,
                    eval_every=sizes.eval_every, cov_tokens=kwargs.pop("cov_tokens", sizes.cov_tokens),
                    max_len=kwargs.pop("max_len", sizes.max_len), projector=projector, progress=progress, **kwargs)

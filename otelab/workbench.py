@@ -117,8 +117,9 @@ class Sizes:
         """Replay mode's sizes: the recorded runs' 2,000 edits in steps of 100, cheap measurements.
 
         No general capability or UMAP per click (``glue_n=0``, ``eval_every=0``); 4 held-out
-        texts; 2 scored records per batch. At CI size (``ci``, default :func:`ci_size`):
-        the first 10 records of the draw in steps of 5.
+        texts; one scored record per batch (20 after 2,000 edits: a click's metrics stay at a
+        few seconds). At CI size (``ci``, default :func:`ci_size`): the first 10 records of the
+        draw in steps of 5, 2 scored per batch.
         """
         if ci is None:
             ci = ci_size()
@@ -126,7 +127,7 @@ class Sizes:
             return cls(n_records=10, batch_size=5, glue_n=0, glue_tasks=(), n_texts=2, max_len=64, latent_n=10,
                        cov_tokens=CI_COV_TOKENS, eval_every=0, sample_per_batch=2)
         return cls(n_records=REPLAY_DRAW, batch_size=100, glue_n=0, glue_tasks=(), n_texts=4, max_len=128,
-                   latent_n=20, eval_every=0, sample_per_batch=2)
+                   latent_n=20, eval_every=0, sample_per_batch=1)
 
 
 @dataclass
