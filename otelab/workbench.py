@@ -395,7 +395,8 @@ def measure(loaded, session, data: "WorkbenchData", baseline, n_done: int, batch
 
     Arguments:
         loaded, session: the model and the :class:`EditSession` editing it.
-        data: the stream, probes, held-out text and latent records.
+        data: the stream, probes, held-out text and latent records; the edit metrics score
+            ``data.scored(n_done)`` (every edited record, or those of :attr:`WorkbenchData.sample`).
         baseline: the unedited model's cached outputs (:class:`otelab.metrics.Baseline`).
         n_done: edits of the stream applied so far.
         batch_size: edits per step (the latest batch is the last ``batch_size`` of them).
