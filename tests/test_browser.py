@@ -34,7 +34,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SERVER_START_S = 90
 PAGE_LOAD_S = 120
-RUN_ALL_S = 1500         # every cell of notebook 06 at CI size (SmolLM2 on two CPU cores)
+RUN_ALL_S = 2400         # every cell of notebook 06 at CI size (two workbenches of SmolLM2 on two CPU cores)
 STEP_S = 600             # one more step of both sessions, clicked in the page
 EDIT_POINTS = ".scatterlayer .trace .points path"
 WORKBENCH = ".otelab-workbench:not(.otelab-replay)"   # CSS classes the widgets carry (otelab.widgets)
