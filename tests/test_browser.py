@@ -32,7 +32,7 @@ NOTEBOOK = "06_sequential_editing_workbench.ipynb"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SERVER_START_S = 90
+SERVER_START_S = 240      # a loaded machine starts JupyterLab slowly
 PAGE_LOAD_S = 120
 RUN_ALL_S = 2400         # every cell of notebook 06 at CI size (two workbenches of SmolLM2 on two CPU cores)
 STEP_S = 600             # one more step of both sessions, clicked in the page
