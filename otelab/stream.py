@@ -99,6 +99,28 @@ def retention_matrix(scores: Sequence[Mapping[int, float]], steps_done: Sequence
 # ----------------------------------------------------------------------------- evaluation
 
 
+def batch_sample(n: int, batch_size: int, per_batch: Optional[int], seed: int) -> list[int]:
+    """A seeded sample of stream positions, ``per_batch`` from every batch (the checkpoint edit sample).
+
+    Arguments:
+        n: records in the stream.
+        batch_size: edits per step.
+        per_batch: positions drawn from each batch; ``None`` (or at least the batch's size): all of it.
+        seed: the draw's seed.
+
+    Returns:
+        Sorted stream positions.
+    """
+    rng = random.Random(seed)
+    sample: list[int] = []
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(start + batch_size, n)))
+        sample += idx if per_batch is None or per_batch >= len(idx) else sorted(rng.sample(idx, per_batch))
+    return sample
+
+
+
+
 def _summary(per: Sequence[Mapping[str, Any]], keys: Sequence[str], n_boot: int, seed: int) -> dict[str, Any]:
     """Mean and bootstrap 95 % interval of each score over records."""
     out: dict[str, Any] = {"n": len(per)}
@@ -151,13 +173,7 @@ class StreamEval:
         self.batch_size, self.seed, self.n_boot = int(batch_size), int(seed), int(n_boot)
         self.batch_of = [i // self.batch_size for i in range(len(self.records))]
         self.n_batches = self.batch_of[-1] + 1
-        rng = random.Random(seed)
-        sample = []
-        for b in range(self.n_batches):
-            idx = list(range(b * self.batch_size, min((b + 1) * self.batch_size, len(self.records))))
-            sample += idx if sample_per_batch is None or sample_per_batch >= len(idx) else \
-                sorted(rng.sample(idx, sample_per_batch))
-        self.sample = sample
+        self.sample = batch_sample(len(self.records), self.batch_size, sample_per_batch, seed)
         self.tasks = {t: list(v) for t, v in (tasks or {}).items()}
         self.demos = dict(demos) if demos else None
         self.eval_batch_size, self.progress = int(eval_batch_size), progress
@@ -499,6 +515,23 @@ def load_runs(folder: str | Path, pattern: str = "*.json") -> dict[str, dict[str
         run["file"], run["complete"] = f.name, run.get("final") is not None
         out[run_label(run)] = run
     return out
+
+
+def recorded_runs(*folders: str | Path, complete: bool = True) -> tuple[Optional[Path], dict[str, dict[str, Any]]]:
+    """The runs of the first folder that holds a complete recorded run (e.g. ``paper2000``, then ``results``).
+
+    Arguments:
+        folders: results folders, in order of preference (a missing folder is skipped).
+        complete: keep only the complete runs (their final all-record evaluation is in).
+
+    Returns:
+        ``(folder, {label: run})`` (:func:`load_runs`), or ``(None, {})`` when no folder has a complete run.
+    """
+    for folder in folders:
+        runs = load_runs(folder) if Path(folder).is_dir() else {}
+        if any(r["complete"] for r in runs.values()):
+            return Path(folder), {k: r for k, r in runs.items() if r["complete"] or not complete}
+    return None, {}
 
 
 # ----------------------------------------------------------------------------- values

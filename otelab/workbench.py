@@ -13,6 +13,13 @@ fact-bank records, one batch per step, and after every step measures:
   (:func:`otelab.metrics.general_capability`) and a 2-D UMAP of the hidden states
   before and after editing (:func:`otelab.drift.umap_2d`), the two slow ones.
 
+**Replay mode** (:meth:`Sizes.replay`, :func:`replay_data`, :class:`BankValues`) steps the
+recorded runs' stream, the seeded draw of 2,000 CounterFact records, 100 edits per step:
+the target values are read from the value bank (``otelab values compute --data
+counterfact --n 2000 --seed 0 --templates plain``), never optimised on a click, and the
+edit metrics are scored on a small fixed sample of the stream (:attr:`WorkbenchData.sample`),
+so that a step returns in seconds and 2,000 edits take minutes.
+
 Everything is compared with the *unedited* model: its outputs are cached once, at
 construction (:class:`otelab.metrics.Baseline`). Step 0 of every report is the
 unedited model, scored on the first batch it is about to be edited with.
@@ -56,6 +63,12 @@ METRICS = {
 }
 
 
+# Replay mode: the recorded runs' stream is the seeded draw of this many CounterFact records.
+REPLAY_DRAW = 2000
+REPLAY_SEED = 0
+FILL_COMMAND = "otelab values compute --data counterfact --n {n} --seed {seed} --templates plain"
+
+
 class WorkbenchError(ValueError):
     """A workbench action that cannot be done (nothing was changed)."""
 
@@ -74,6 +87,8 @@ class Sizes:
         latent_n: records whose hidden states are tracked (half from the stream, half unrelated).
         cov_tokens: tokens of the covariance corpus (``None``: the preset's).
         eval_every: general capability and UMAP every this many steps.
+        sample_per_batch: stream records per batch the edit metrics score (``None``: every
+            edited record; replay mode scores a few, see :attr:`WorkbenchData.sample`).
     """
 
     n_records: int = 60
@@ -85,6 +100,7 @@ class Sizes:
     latent_n: int = 40
     cov_tokens: Optional[int] = None
     eval_every: int = 2
+    sample_per_batch: Optional[int] = None
 
     @classmethod
     def default(cls, ci: Optional[bool] = None) -> "Sizes":
@@ -95,6 +111,23 @@ class Sizes:
             return cls(n_records=8, batch_size=1, glue_n=10, n_texts=4, max_len=64, latent_n=20,
                        cov_tokens=CI_COV_TOKENS, eval_every=2)
         return cls()
+
+    @classmethod
+    def replay(cls, ci: Optional[bool] = None) -> "Sizes":
+        """Replay mode's sizes: the recorded runs' 2,000 edits in steps of 100, cheap measurements.
+
+        No general capability or UMAP per click (``glue_n=0``, ``eval_every=0``); 4 held-out
+        texts; one scored record per batch (20 after 2,000 edits: a click's metrics stay at a
+        few seconds). At CI size (``ci``, default :func:`ci_size`): the first 10 records of the
+        draw in steps of 5, 2 scored per batch.
+        """
+        if ci is None:
+            ci = ci_size()
+        if ci:
+            return cls(n_records=10, batch_size=5, glue_n=0, glue_tasks=(), n_texts=2, max_len=64, latent_n=10,
+                       cov_tokens=CI_COV_TOKENS, eval_every=0, sample_per_batch=2)
+        return cls(n_records=REPLAY_DRAW, batch_size=100, glue_n=0, glue_tasks=(), n_texts=4, max_len=128,
+                   latent_n=20, eval_every=0, sample_per_batch=1)
 
 
 @dataclass
@@ -108,6 +141,8 @@ class WorkbenchData:
         texts: held-out texts for perplexity and top-1 agreement (may be empty).
         latent_records: records whose subject states are tracked for latent drift.
         latent_stream_index: for each latent record, its index in ``stream`` (``None``: unrelated).
+        sample: the stream positions the edit metrics score, ascending (``None``: every edited
+            record). Only these records' neighbourhoods are cached before editing.
     """
 
     stream: list
@@ -115,6 +150,7 @@ class WorkbenchData:
     texts: list = field(default_factory=list)
     latent_records: list = field(default_factory=list)
     latent_stream_index: list = field(default_factory=list)
+    sample: Optional[list] = None
 
     def __post_init__(self) -> None:
         if not self.stream:
@@ -125,6 +161,19 @@ class WorkbenchData:
         for i, r in enumerate(self.stream):
             if not callable(getattr(r, "request", None)):
                 raise WorkbenchError(f"stream record {i} ({type(r).__name__}) has no .request() method")
+        if self.sample is not None:
+            bad = [i for i in self.sample if isinstance(i, bool) or not isinstance(i, int)
+                   or not 0 <= i < len(self.stream)]
+            if bad:
+                raise WorkbenchError(f"sample position {bad[0]!r} is not a stream index (0..{len(self.stream) - 1})")
+            if list(self.sample) != sorted(set(self.sample)):
+                raise WorkbenchError("sample positions must be ascending and distinct")
+
+    def scored(self, n_done: int) -> list[int]:
+        """The stream positions the edit metrics score after ``n_done`` edits."""
+        if self.sample is None:
+            return list(range(n_done))
+        return [i for i in self.sample if i < n_done]
 
 
 def load_data(sizes: Optional[Sizes] = None) -> WorkbenchData:
@@ -157,6 +206,99 @@ def load_data(sizes: Optional[Sizes] = None) -> WorkbenchData:
     texts = held_out_texts(sizes.n_texts) if sizes.n_texts else []
     return WorkbenchData(stream=stream, glue=glue, texts=texts, latent_records=stream[:n_edit] + unrelated,
                          latent_stream_index=list(range(n_edit)) + [None] * len(unrelated))
+
+
+def replay_data(sizes: Optional[Sizes] = None, seed: int = REPLAY_SEED) -> WorkbenchData:
+    """Replay mode's data: the recorded runs' CounterFact stream, a scored sample, held-out text.
+
+    The stream is the first ``sizes.n_records`` of ``sample_records(load_counterfact(),
+    REPLAY_DRAW, seed)``, the draw of ``otelab values compute --data counterfact --n 2000
+    --seed 0`` and of the recorded 2,000-edit runs, so the value bank holds its values. The
+    edit metrics score ``sizes.sample_per_batch`` records of every batch (seeded,
+    :func:`otelab.stream.batch_sample`); the latent records are the first half of that sample
+    (edited as the stream reaches them) and as many records from outside the draw (never edited).
+
+    Arguments:
+        sizes: default :meth:`Sizes.replay`.
+        seed: the draw's seed (the sample and the unrelated records use it too).
+
+    Returns:
+        A :class:`WorkbenchData` without general-capability probes (unless ``sizes.glue_n``).
+
+    Raises:
+        WorkbenchError: ``$OTELAB_DATA_DIR`` is not set (CounterFact is not built in), or the
+            sizes ask for more than the draw.
+    """
+    import os
+
+    from otelab.cli_eval import held_out_texts
+    from otelab.data import ENV_VAR, load_counterfact, load_glue, sample_records
+    from otelab.stream import batch_sample
+
+    sizes = sizes or Sizes.replay()
+    if not os.environ.get(ENV_VAR):
+        raise WorkbenchError(f"replay mode edits CounterFact: set ${ENV_VAR} to the folder holding "
+                             f"counterfact/counterfact-edit.json")
+    if not 1 <= sizes.n_records <= REPLAY_DRAW:
+        raise WorkbenchError(f"replay mode streams at most the {REPLAY_DRAW} drawn records, got n_records "
+                             f"{sizes.n_records}")
+    pool = load_counterfact()
+    draw = sample_records(pool, REPLAY_DRAW, seed)
+    stream = draw[:sizes.n_records]
+    sample = batch_sample(len(stream), sizes.batch_size, sizes.sample_per_batch, seed)
+    edited = sample[:sizes.latent_n // 2]
+    drawn = {id(r) for r in draw}
+    unrelated = sample_records([r for r in pool if id(r) not in drawn], sizes.latent_n - len(edited), seed + 1)
+    glue = {t: load_glue(t, n=sizes.glue_n) for t in sizes.glue_tasks} if sizes.glue_n else {}
+    texts = held_out_texts(sizes.n_texts) if sizes.n_texts else []
+    return WorkbenchData(stream=stream, glue=glue, texts=texts, latent_records=[stream[i] for i in edited] + unrelated,
+                         latent_stream_index=edited + [None] * len(unrelated), sample=sample)
+
+
+class BankValues:
+    """Target values read from a value bank: replay mode's values, never optimised on a click.
+
+    Called with a batch of requests it returns their :class:`otelab.values.ValueResult`;
+    a value missing from the bank raises a one-line :class:`WorkbenchError` naming the
+    command that fills it (computing it here would take the click from seconds to minutes).
+    Values depend only on the unedited model, so one bank serves every session.
+
+    Arguments:
+        loaded: the model, UNEDITED when this is built (the bank is keyed by its fingerprint
+            and value settings).
+        path: the bank's folder (default the bank's own under the cache, the one
+            ``otelab values compute`` fills and ``otelab.stream.value_provider(session, "bank",
+            templates=["{}"])`` reads).
+        templates: prompts the values were optimised on (default the plain prompt, as the
+            recorded runs).
+        fill: the command that fills the bank, named in the messages.
+    """
+
+    def __init__(self, loaded, path=None, templates=("{}",),
+                 fill: str = FILL_COMMAND.format(n=REPLAY_DRAW, seed=REPLAY_SEED)):
+        from otelab.valuebank import ValueBank
+
+        self.bank = ValueBank(loaded, path=path, templates=list(templates), progress=False)
+        self.fill = fill
+
+    def missing(self, requests: list) -> int:
+        """How many of ``requests`` have no value in the bank."""
+        return len(self.bank.missing(requests))
+
+    def note(self, requests: list) -> tuple[str, bool]:
+        """``(one-line status of the bank for these requests, whether every value is there)``."""
+        n = self.missing(requests)
+        if not n:
+            return f"values: all {len(requests)} in the value bank {self.bank.path}", True
+        return (f"values: {n} of {len(requests)} in the stream are not in the value bank {self.bank.path}; "
+                f"fill it with `{self.fill}` (roughly half a second per value on two CPU cores)"), False
+
+    def __call__(self, requests: list):
+        n = self.missing(requests)
+        if n:
+            raise WorkbenchError(f"{n} of the {len(requests)} target values of this step are not in the value bank; "
+                                 f"fill it with `{self.fill}`")
+        return self.bank.get(requests, progress=False, compute=False)
 
 
 @dataclass
@@ -213,6 +355,37 @@ def glue_row(loaded, glue: dict, progress: bool = False) -> dict[str, float]:
     return row
 
 
+def edit_row(model, tok, records: list, latest: list, baseline) -> dict[str, float]:
+    """Edit metrics of ``records``: all of them (``*_all``, specificity) and those flagged ``latest``.
+
+    Arguments:
+        model, tok: the model as it is now.
+        records: the scored records; latest: per record, whether it belongs to the latest batch.
+        baseline: the unedited model's cached outputs.
+
+    Returns:
+        ``efficacy_all``, ``paraphrase_all``, ``efficacy_latest``, ``paraphrase_latest``, ``specificity``,
+        ``specificity_retained``, ``neighbourhood_kl`` (NaN where nothing is scored).
+    """
+    from otelab.metrics import edit_scores
+
+    nan = float("nan")
+    if not records:
+        return dict.fromkeys(("efficacy_all", "paraphrase_all", "efficacy_latest", "paraphrase_latest",
+                              "specificity", "specificity_retained", "neighbourhood_kl"), nan)
+    res = edit_scores(model, tok, records, baseline=baseline, show_progress=False)
+    last = [d for d, f in zip(res["per_record"], latest) if f]
+
+    def mean(key):
+        xs = [d[key] for d in last if d[key] == d[key]]
+        return sum(xs) / len(xs) if xs else nan
+
+    return {"efficacy_all": res["efficacy"], "paraphrase_all": res["paraphrase"],
+            "efficacy_latest": mean("efficacy"), "paraphrase_latest": mean("paraphrase"),
+            "specificity": res["specificity"], "specificity_retained": res["specificity_retained"],
+            "neighbourhood_kl": res["neighbourhood_kl"]}
+
+
 def measure(loaded, session, data: "WorkbenchData", baseline, n_done: int, batch_size: int, latent_layer: int,
             glue: bool = False, tick: Optional[Callable[[str], None]] = None,
             label: str = "") -> tuple[dict, Optional[torch.Tensor]]:
@@ -222,7 +395,8 @@ def measure(loaded, session, data: "WorkbenchData", baseline, n_done: int, batch
 
     Arguments:
         loaded, session: the model and the :class:`EditSession` editing it.
-        data: the stream, probes, held-out text and latent records.
+        data: the stream, probes, held-out text and latent records; the edit metrics score
+            ``data.scored(n_done)`` (every edited record, or those of :attr:`WorkbenchData.sample`).
         baseline: the unedited model's cached outputs (:class:`otelab.metrics.Baseline`).
         n_done: edits of the stream applied so far.
         batch_size: edits per step (the latest batch is the last ``batch_size`` of them).
@@ -236,22 +410,14 @@ def measure(loaded, session, data: "WorkbenchData", baseline, n_done: int, batch
         plus ``delta_norm`` and, when ``glue``, ``glue/<task>/acc`` and ``glue_mean``.
     """
     from otelab.drift import hidden_states_at_subject, latent_drift, lm_drift
-    from otelab.metrics import edit_scores
 
     tick = tick or (lambda msg: None)
     model, tok = loaded.model, loaded.tokenizer
-    tick(f"{label}: edit metrics on {n_done} edits")
-    res = edit_scores(model, tok, data.stream[:n_done], baseline=baseline, show_progress=False)
-    latest = res["per_record"][-batch_size:]
-
-    def mean(key):
-        xs = [d[key] for d in latest if d[key] == d[key]]
-        return sum(xs) / len(xs) if xs else float("nan")
-
-    row = {"edits": float(n_done), "efficacy_all": res["efficacy"], "paraphrase_all": res["paraphrase"],
-           "efficacy_latest": mean("efficacy"), "paraphrase_latest": mean("paraphrase"),
-           "specificity": res["specificity"], "specificity_retained": res["specificity_retained"],
-           "neighbourhood_kl": res["neighbourhood_kl"], "delta_norm": session.delta_norm()}
+    idx = data.scored(n_done)
+    tick(f"{label}: edit metrics on {len(idx)} of {n_done} edits")
+    row = {"edits": float(n_done),
+           **edit_row(model, tok, [data.stream[i] for i in idx], [i >= n_done - batch_size for i in idx], baseline),
+           "delta_norm": session.delta_norm()}
     if baseline.lm is not None:
         tick(f"{label}: perplexity and top-1 agreement")
         row.update(lm_drift(model, tok, baseline.lm, show_progress=False))
@@ -317,16 +483,21 @@ class Workbench:
             default :func:`otelab.drift.umap_2d` (seed 0).
         undo_depth: steps that can be undone.
         progress: tqdm bars while computing the baselines.
+        values: ``f(requests) -> ValueResult`` giving each step's target values once for every
+            session (e.g. :class:`BankValues`: replay mode); ``None``: each session optimises
+            its values inside its step (the slow way, about a second per request on a CPU).
     """
 
     def __init__(self, loaded, data: WorkbenchData, *, method: str = "memit", mode: str = "aligned",
                  compare: Optional[tuple[str, str]] = None, loaded_b=None, batch_size: int = 2,
                  eval_every: int = 1, cov: Optional[dict] = None, corpus=None, cov_tokens: Optional[int] = None,
                  latent_layer: Optional[int] = None, max_len: int = 128, projector: Optional[Callable] = None,
-                 undo_depth: int = 3, progress: bool = False):
+                 undo_depth: int = 3, progress: bool = False, values: Optional[Callable[[list], Any]] = None):
         from otelab.metrics import Baseline
 
-        self.loaded, self.data = loaded, data
+        if values is not None and not callable(values):
+            raise WorkbenchError(f"values must be a callable f(requests) -> ValueResult, got {type(values).__name__}")
+        self.loaded, self.data, self.values = loaded, data, values
         self._loaded_b = loaded_b
         self.undo_depth = int(undo_depth)
         self.progress = progress
@@ -347,7 +518,7 @@ class Workbench:
         t0 = time.perf_counter()
         # Everything "vs unedited" is measured against these, computed once on the unedited model.
         self.baseline = Baseline.compute(
-            model, tok, data.stream, texts=data.texts or None, max_len=self.max_len,
+            model, tok, [data.stream[i] for i in data.scored(len(data.stream))], texts=data.texts or None, max_len=self.max_len,
             latent_layer=self.latent_layer if data.latent_records else None,
             latent_records=data.latent_records or None, show_progress=progress)
         self.glue_unedited = glue_row(self.loaded, self.data.glue, progress=self.progress)
@@ -483,19 +654,40 @@ class Workbench:
         """Wall time of the last step, editing and metrics included."""
         return getattr(self, "_last_wall", None)
 
+    def values_note(self) -> tuple[str, bool]:
+        """``(one line on where the target values come from, whether the whole stream is covered)``."""
+        if self.values is None:
+            return "values: optimised inside every step (slow)", True
+        note = getattr(self.values, "note", None)
+        if note is None:
+            return "values: from the given provider", True
+        return note([r.request() for r in self.data.stream])
+
+    def fill_values(self, n: Optional[int] = None) -> int:
+        """Compute the bank's missing values of the first ``n`` stream records (default all) now.
+
+        Only for a :class:`BankValues` provider. The values are optimised on the unedited
+        model (its weights are put back for the computation, bit for bit), so this works
+        at any step; it takes about a second per value on a CPU.
+
+        Returns:
+            How many values were computed.
+        """
+        if not isinstance(self.values, BankValues):
+            raise WorkbenchError("fill_values needs a BankValues provider (replay mode)")
+        if self.values.bank.loaded is not self.loaded:
+            raise WorkbenchError("fill_values: the value bank was built on another model object than session A's")
+        reqs = [r.request() for r in self.data.stream[:n]]
+        with unedited_weights(self.tracks[0].session):
+            return self.values.bank.compute(reqs)
+
     # ------------------------------------------------------------------ metrics
     def _step0(self) -> dict[str, float]:
         """The unedited model's row: scored on the first batch to be edited (cached per batch size)."""
-        from otelab.metrics import edit_scores
-
         if self.batch_size not in self._step0_cache:
-            model, tok = self.loaded.model, self.loaded.tokenizer
-            first = self.data.stream[:self.batch_size]
-            res = edit_scores(model, tok, first, baseline=self.baseline, show_progress=False)
-            row = {"edits": 0.0, "efficacy_all": res["efficacy"], "paraphrase_all": res["paraphrase"],
-                   "efficacy_latest": res["efficacy"], "paraphrase_latest": res["paraphrase"],
-                   "specificity": res["specificity"], "specificity_retained": res["specificity_retained"],
-                   "neighbourhood_kl": res["neighbourhood_kl"], "delta_norm": 0.0}
+            first = [self.data.stream[i] for i in self.data.scored(self.batch_size)]
+            row = {"edits": 0.0, **edit_row(self.loaded.model, self.loaded.tokenizer, first, [True] * len(first),
+                                            self.baseline), "delta_norm": 0.0}
             if self.baseline.lm is not None:
                 row.update(ppl=self.baseline.lm.ppl, ppl_unedited=self.baseline.lm.ppl, top1_agreement=1.0)
             if self.baseline.latent is not None:
@@ -546,6 +738,7 @@ class Workbench:
             per = 2 + (self.baseline.lm is not None) + (self.baseline.latent is not None)
             per += bool(slow and self.data.glue)
             total += len(self.tracks) * per + bool(slow and self.baseline.latent is not None)
+            total += self.values is not None
         return total
 
     # ------------------------------------------------------------------ actions
@@ -589,10 +782,14 @@ class Workbench:
             reqs = [r.request() for r in batch]
             recs, stepped = {}, []
             try:
+                val = None
+                if self.values is not None:   # one set of targets for every session, fetched before any edit
+                    tick(f"step {step}: target values of {len(reqs)} requests")
+                    val = self.values(reqs)
                 for tr in self.tracks:
                     tick(f"step {step}: editing with {tr.label} ({len(reqs)} requests)")
                     t = time.perf_counter()
-                    recs[tr.label] = tr.session.step(reqs)
+                    recs[tr.label] = tr.session.step(reqs, values=val)
                     stepped.append(tr)
                     tr.step_seconds.append(time.perf_counter() - t)
                 slow = self.eval_every > 0 and step % self.eval_every == 0

@@ -106,10 +106,10 @@ def test_buttons_disabled_and_progress_reported_while_a_step_computes(data):
     seen = []
     orig = wb.tracks[1].session.step
 
-    def spy(reqs):
+    def spy(reqs, values=None):
         seen.append((ui.step_button.disabled, ui.undo_button.disabled, ui.reset_button.disabled,
                      ui.method.disabled, ui.progress.value, ui.progress.max, ui.status.value))
-        return orig(reqs)
+        return orig(reqs, values=values)
 
     wb.tracks[1].session.step = spy
     expected_phases = wb.phases(1)
@@ -126,9 +126,9 @@ def test_a_click_while_busy_is_ignored(data):
     wb = ui.workbench
     orig = wb.tracks[0].session.step
 
-    def reentrant(reqs):
+    def reentrant(reqs, values=None):
         ui.step_button.click()   # a second click arriving while the first step computes
-        return orig(reqs)
+        return orig(reqs, values=values)
 
     wb.tracks[0].session.step = reentrant
     ui.step_button.click()
@@ -198,7 +198,7 @@ def test_a_failing_step_changes_nothing_in_either_session(data):
     before = [weights(t.loaded) for t in wb.tracks]
     rows = wb.report().to_frame()
 
-    def boom(reqs):
+    def boom(reqs, values=None):
         raise RuntimeError("solver exploded")
 
     wb.tracks[1].session.step = boom
