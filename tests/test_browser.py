@@ -235,11 +235,18 @@ def test_notebook_06_workbench_steps_in_a_real_browser(browser_ready, tmp_path):
                 _run_all_cells(page)
                 t_run = time.monotonic()
                 # every code cell has run: no "[*]" / "[ ]" prompt left, and the last one has a number
-                page.wait_for_function("""() => {
-                    const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
-                        .map(e => e.textContent.trim());
-                    return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:$/.test(t));
-                }""", timeout=RUN_ALL_S * 1000, polling=2000)
+                from playwright.sync_api import TimeoutError as PlaywrightTimeout
+                try:
+                    page.wait_for_function("""() => {
+                        const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
+                            .map(e => e.textContent.trim());
+                        return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:$/.test(t));
+                    }""", timeout=RUN_ALL_S * 1000, polling=2000)
+                except PlaywrightTimeout:   # say where it stood: the prompts and a screenshot
+                    prompts = page.evaluate("() => [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]"
+                                            ".map(e => e.textContent.trim())")
+                    page.screenshot(path=str(artifacts / "browser_run_all_timeout.png"), full_page=True)
+                    raise AssertionError(f"Run All did not finish within {RUN_ALL_S} s; prompts: {prompts}") from None
                 run_all_s = time.monotonic() - t_run
                 errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                                       has_text="Traceback")
