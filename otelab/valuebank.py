@@ -260,9 +260,20 @@ class ValueBank:
             self._loaded_shards[name] = data
         return self._loaded_shards[name]
 
+    def _add_shard(self, name: str, tensors: dict, keys: list, meta: dict) -> None:
+        """Write one shard atomically, register it in the index (under the lock) and in memory."""
+        from safetensors.torch import save
+
+        atomic_write_bytes(self.path / name, save(tensors, metadata=meta))
+        with self._lock():
+            index = self._read_index()
+            index["shards"][name] = {"keys": keys, "sha256": sha256_file(self.path / name)}
+            atomic_write_json(self.path / "index.json", index, indent=None)
+        self._loaded_shards[name] = {"keys": keys, **tensors}
+        self._where.update({k: (name, row) for row, k in enumerate(keys)})
+
     def _write_shard(self, keys: list[str], requests: list[EditRequest], res: V.ValueResult,
                      seconds: float) -> str:
-        from safetensors.torch import save
 
         steps = self.spec["settings"]["v_steps"]
         n = len(keys)
@@ -275,14 +286,7 @@ class ValueBank:
         meta = {"otelab_spec": json.dumps(self.spec, sort_keys=True), "keys": json.dumps(keys),
                 "requests": json.dumps([request_fields(r) for r in requests], ensure_ascii=False),
                 "sha256": _tensors_sha256(tensors), "seconds": f"{seconds:.3f}"}
-        atomic_write_bytes(self.path / name, save(tensors, metadata=meta))
-        with self._lock():
-            index = self._read_index()
-            index["shards"][name] = {"keys": keys, "sha256": sha256_file(self.path / name)}
-            atomic_write_json(self.path / "index.json", index, indent=None)
-        self._loaded_shards[name] = {"keys": keys, **tensors}
-        for row, k in enumerate(keys):
-            self._where[k] = (name, row)
+        self._add_shard(name, tensors, keys, meta)
         return name
 
     # ------------------------------------------------------------------ public API
@@ -428,7 +432,6 @@ class ValueBank:
         Returns:
             The number of values stored (values already in the bank are never replaced).
         """
-        from safetensors.torch import save
 
         rows, seen = [], set()
         for i, k in enumerate(keys):
@@ -443,13 +446,7 @@ class ValueBank:
         name = f"shard-import-{sha[:16]}.safetensors"
         meta = {"otelab_spec": json.dumps(self.spec, sort_keys=True), "keys": json.dumps(keys), "sha256": sha,
                 "imported_from": source}
-        atomic_write_bytes(self.path / name, save(tensors, metadata=meta))
-        with self._lock():
-            index = self._read_index()
-            index["shards"][name] = {"keys": keys, "sha256": sha256_file(self.path / name)}
-            atomic_write_json(self.path / "index.json", index, indent=None)
-        self._loaded_shards[name] = {"keys": keys, **tensors}
-        self._where.update({k: (name, row) for row, k in enumerate(keys)})
+        self._add_shard(name, tensors, keys, meta)
         return len(keys)
 
     @classmethod
