@@ -63,7 +63,11 @@ class ForwardCounter:
         self.count += 1
 
     def __enter__(self) -> "ForwardCounter":
-        self._handle = self.model.register_forward_pre_hook(self._hook)
+        # the body runs once per batch whether the metric calls the whole model or
+        # only its body (see _split_head)
+        body = getattr(self.model, "base_model", None)
+        target = body if isinstance(body, torch.nn.Module) else self.model
+        self._handle = target.register_forward_pre_hook(self._hook)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -204,6 +208,41 @@ def _forward_logits(model, ids, mask, pos, keep: int = 0) -> torch.Tensor:
     return logits
 
 
+def _split_head(model) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+    """The model's body (returning the final-normed hidden states) and its output layer, or None.
+
+    Scoring needs the logits of a few positions per sequence; applying the
+    output layer (``d_model x vocab``, the largest matmul of a small model) to
+    just those rows as one 2-D matmul is several times cheaper than
+    ``logits_to_keep``, which computes every kept column of every row through
+    a batched matmul. Models whose head does more than ``Linear(hidden)``
+    (logit soft-capping or scaling) take the full forward instead.
+    """
+    body = getattr(model, "base_model", None)
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    cfg = getattr(model, "config", None)
+    if body is None or body is model or type(head) is not torch.nn.Linear:
+        return None
+    if any(getattr(cfg, a, None) for a in ("final_logit_softcapping", "logit_scale", "logits_scaling")):
+        return None
+    return body, head
+
+
+def _logits_at(model, ids, mask, pos, rows: Sequence[int], cols: Sequence[int]) -> torch.Tensor:
+    """Logits at the given (row, column) positions of a padded batch; [N, V]."""
+    r = torch.as_tensor(rows, device=ids.device)
+    c = torch.as_tensor(cols, device=ids.device)
+    split = _split_head(model)
+    if split is not None:
+        body, head = split
+        h = body(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).last_hidden_state  # [B, T, D]
+        return head(h[r, c])  # [N, V]
+    T = ids.shape[1]
+    logits = _forward_logits(model, ids, mask, pos, T - int(c.min()))  # [B, keep, V]
+    return logits[r, c - (T - logits.shape[1])]
+
+
 # ----------------------------------------------------------------------------
 # Teacher-forced scoring with prefix sharing
 
@@ -268,8 +307,8 @@ def teacher_forced(model, tok, prompts: Sequence[str], targets: Sequence[str], b
         prompts: the n prompt strings (subject already filled in).
         targets: the n target strings.
         batch_size: sequences per forward pass.
-        padding_side: ``"left"`` (default; lets the model compute logits for the
-            last few columns only) or ``"right"``; both give the same numbers.
+        padding_side: ``"left"`` (default) or ``"right"``; both give the same numbers
+            (the output layer is applied only at the positions a target needs).
         first_hook: optional ``f(pair_index, logprobs [V])`` called with the full
             log-distribution at each pair's first target position; its return
             value is stored in ``.first``.
@@ -312,18 +351,20 @@ def teacher_forced(model, tok, prompts: Sequence[str], targets: Sequence[str], b
         for b0 in _progress(range(0, len(hosts), batch_size), n_batches, "scoring", show_progress):
             chunk = hosts[b0:b0 + batch_size]
             ids, mask, pos, offs = _pad_batch(chunk, pad, padding_side, device)
-            T = ids.shape[1]
-            # the earliest column any pair of this batch needs: only the last
-            # ``keep`` columns' logits are computed
-            first_col = min(offs[r] + len(p_ids[i]) - 1 for r in range(len(chunk)) for i in served[b0 + r])
-            keep = T - first_col
-            logits = _forward_logits(model, ids, mask, pos, keep)  # [B, keep, V]
-            start = T - logits.shape[1]
+            # the columns whose next-token distribution some pair of this batch needs
+            at: dict[tuple[int, int], int] = {}
+            for r in range(len(chunk)):
+                for i in served[b0 + r]:
+                    c0 = offs[r] + len(p_ids[i]) - 1
+                    for c in range(c0, c0 + len(t_ids[i])):
+                        at.setdefault((r, c), len(at))
+            logits = _logits_at(model, ids, mask, pos, [rc[0] for rc in at], [rc[1] for rc in at])  # [N, V]
             for r in range(len(chunk)):
                 for i in served[b0 + r]:
                     tgt = t_ids[i]
-                    c0 = offs[r] + len(p_ids[i]) - 1 - start
-                    lp = torch.log_softmax(logits[r, c0:c0 + len(tgt)].float(), dim=-1)  # [m, V]
+                    c0 = offs[r] + len(p_ids[i]) - 1
+                    rows = [at[(r, c)] for c in range(c0, c0 + len(tgt))]
+                    lp = torch.log_softmax(logits[rows].float(), dim=-1)  # [m, V]
                     tgt_t = torch.as_tensor(tgt, device=lp.device)
                     results[i] = TeacherForced(
                         target_ids=list(tgt),

@@ -129,6 +129,24 @@ def test_batched_target_logprobs_equal_unbatched(request, side, arch):
     assert float(naive.max() - naive.min()) > 0.1
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "gptj", "llama", "qwen2"])
+def test_head_only_at_needed_positions_equals_full_forward(arch, monkeypatch):
+    # scoring applies the output layer to the target positions only (_split_head);
+    # every preset architecture must take that path and give the full forward's numbers
+    from otelab.models import tiny_model
+
+    lm = tiny_model(arch, seed=2)
+    assert M._split_head(lm.model) is not None
+    targets = ["Paris", "the city of Rome", "German", "a river", "Paris", "x"]
+    fast = M.teacher_forced(lm.model, lm.tokenizer, PROMPTS[:6], targets, batch_size=4)
+    monkeypatch.setattr(M, "_split_head", lambda model: None)
+    full = M.teacher_forced(lm.model, lm.tokenizer, PROMPTS[:6], targets, batch_size=4)
+    for a, b in zip(fast, full):
+        assert a.target_ids == b.target_ids
+        assert torch.allclose(a.logprobs, b.logprobs, atol=1e-5)
+        assert torch.equal(a.argmax, b.argmax)
+
+
 @pytest.mark.parametrize("bs", [1, 2, 3, 5, 64])
 def test_forward_count_bounded(tiny, bs):
     prompts = [f"Sentence number {i} is about" for i in range(11)]
