@@ -6,9 +6,11 @@ with :func:`otelab.metrics.edit_scores` (efficacy, paraphrase, specificity: what
 tokens actually run (pairs sharing a prefix are run once), and extrapolates to
 ``--target`` records by the token count of that many records (counted here
 without running the model). The unedited model is used: the cost does not
-depend on the edits.
+depend on the edits. Then the same records again through the full forward
+(``logits_to_keep``: the output layer over every kept column of every row)
+instead of the output layer at the target positions only, and the ratio.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/bench_final_eval.py [--records 500] [--target 2000]
+Usage: OMP_NUM_THREADS=1 python benchmarks/bench_final_eval.py [--records 300] [--target 2000] [--no-compare]
 """
 from __future__ import annotations
 
@@ -36,10 +38,11 @@ def host_tokens(tok, records) -> tuple[int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--records", type=int, default=500)
+    ap.add_argument("--records", type=int, default=300)
     ap.add_argument("--target", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-compare", action="store_true", help="skip the full-forward comparison")
     args = ap.parse_args()
 
     import torch
@@ -63,6 +66,20 @@ def main() -> None:
           f"({n_tok / dt:.0f} tokens/s); efficacy {res['efficacy']:.3f}, specificity {res['specificity']:.3f}")
     print(f"{args.target} records: {n_seq_t} sequences, {n_tok_t} tokens -> about {dt * n_tok_t / n_tok:.0f} s "
           f"at this rate (x{n_tok_t / n_tok:.2f})")
+    if args.no_compare:
+        return
+    head_only = M._split_head
+    M._split_head = lambda model: None   # the full forward, as before the head-only scoring
+    try:
+        t0 = time.perf_counter()
+        full = M.edit_scores(lm.model, lm.tokenizer, run, batch_size=args.batch, show_progress=True)
+        dt_full = time.perf_counter() - t0
+    finally:
+        M._split_head = head_only
+    same = all(a["efficacy"] == b["efficacy"] and a["specificity"] == b["specificity"]
+               for a, b in zip(res["per_record"], full["per_record"]))
+    print(f"full forward (logits_to_keep): {dt_full:.1f} s -> head only is x{dt_full / dt:.2f} faster; "
+          f"per-record scores {'identical' if same else 'DIFFER'}")
 
 
 if __name__ == "__main__":

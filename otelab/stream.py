@@ -517,16 +517,34 @@ def load_runs(folder: str | Path, pattern: str = "*.json") -> dict[str, dict[str
     return out
 
 
+RESULTS_ENV = "OTELAB_RESULTS_DIR"
+
+
+def results_dir() -> Path:
+    """The folder of recorded experiments: ``$OTELAB_RESULTS_DIR``, else the checkout's ``experiments/results``.
+
+    Found from the package's own location, not the working directory, so a notebook
+    finds the records wherever it runs (a copy in another folder, a test's temporary root).
+    The folder may not exist (an installed package without the repository).
+    """
+    import os
+
+    env = os.environ.get(RESULTS_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "experiments" / "results"
+
+
 def recorded_runs(*folders: str | Path, complete: bool = True) -> tuple[Optional[Path], dict[str, dict[str, Any]]]:
     """The runs of the first folder that holds a complete recorded run (e.g. ``paper2000``, then ``results``).
 
     Arguments:
-        folders: results folders, in order of preference (a missing folder is skipped).
+        folders: results folders, in order of preference (a missing folder is skipped);
+            default ``results_dir() / "paper2000"``, then :func:`results_dir`.
         complete: keep only the complete runs (their final all-record evaluation is in).
 
     Returns:
         ``(folder, {label: run})`` (:func:`load_runs`), or ``(None, {})`` when no folder has a complete run.
     """
+    folders = folders or (results_dir() / "paper2000", results_dir())
     for folder in folders:
         runs = load_runs(folder) if Path(folder).is_dir() else {}
         if any(r["complete"] for r in runs.values()):

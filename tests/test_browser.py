@@ -2,8 +2,10 @@
 
 Runs every cell of notebook 06 at CI size (a copy without outputs, in a temporary root: autosave never
 touches the repository), waits for the workbench widget to render, clicks its Step button
-and checks, in the DOM, that the edit-metrics plot gained points. A screenshot goes to
-``artifacts/`` at the repository root.
+and checks, in the DOM, that the edit-metrics plot gained points; then the same for one step
+of the replay-mode workbench (banked values), and drags the scrubber's slider over the
+recorded runs and checks that its curves were cut there. Screenshots go to ``artifacts/``
+at the repository root.
 
 Skipped when chromium or playwright is missing, except under CI (``$CI`` set), where
 that is a failure.
@@ -30,11 +32,14 @@ NOTEBOOK = "06_sequential_editing_workbench.ipynb"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SERVER_START_S = 90
+SERVER_START_S = 240      # a loaded machine starts JupyterLab slowly
 PAGE_LOAD_S = 120
-RUN_ALL_S = 1500         # every cell of notebook 06 at CI size (SmolLM2 on two CPU cores)
+RUN_ALL_S = 2400         # every cell of notebook 06 at CI size (two workbenches of SmolLM2 on two CPU cores)
 STEP_S = 600             # one more step of both sessions, clicked in the page
 EDIT_POINTS = ".scatterlayer .trace .points path"
+WORKBENCH = ".otelab-workbench:not(.otelab-replay)"   # CSS classes the widgets carry (otelab.widgets)
+REPLAY = ".otelab-replay"
+SCRUBBER = ".otelab-scrubber"
 
 
 def _missing() -> str | None:
@@ -150,12 +155,49 @@ def _run_all_cells(page, attempts: int = 5) -> None:
     raise AssertionError(f"Run All Cells did not start any cell after {attempts} attempts")
 
 
-def _edit_plot_points(page) -> int:
-    """Plotly marker paths in the first plot of the workbench (the edit-metrics panel)."""
-    return page.evaluate("""(sel) => {
-        const plots = document.querySelectorAll('.jp-OutputArea .js-plotly-plot');
+def _plot_points(page, widget: str = WORKBENCH) -> int:
+    """Plotly marker paths in the first plot of a widget (the workbench's edit-metrics panel, the scrubber's curves)."""
+    return page.evaluate("""([widget, sel]) => {
+        const plots = document.querySelectorAll(`.jp-OutputArea ${widget} .js-plotly-plot`);
         return plots.length ? plots[0].querySelectorAll(sel).length : -1;
-    }""", EDIT_POINTS)
+    }""", [widget, EDIT_POINTS])
+
+
+def _click_step(page, widget: str, done: str) -> tuple[int, int, float]:
+    """Click a workbench's Step button; wait until its edit plot gains points and its message says ``done``.
+
+    Returns:
+        (points before, points after, seconds).
+    """
+    step = page.locator(f".jp-OutputArea {widget} .widget-button", has_text=re.compile(r"^\s*Step\s*$"))
+    step.wait_for(state="visible", timeout=60_000)
+    before = _plot_points(page, widget)
+    assert before > 0, f"the edit-metrics plot of {widget} shows no points after Run All"
+    step.scroll_into_view_if_needed()
+    t = time.monotonic()
+    step.click()
+    page.wait_for_function(
+        """([widget, sel, n]) => { const p = document.querySelectorAll(`.jp-OutputArea ${widget} .js-plotly-plot`);
+           return p.length && p[0].querySelectorAll(sel).length > n; }""",
+        arg=[widget, EDIT_POINTS, before], timeout=STEP_S * 1000, polling=1000)
+    seconds = time.monotonic() - t
+    page.wait_for_function("([widget, done]) => [...document.querySelectorAll(`.jp-OutputArea ${widget} .widget-html`)]"
+                           ".some(e => e.textContent.includes(done))", arg=[widget, done], timeout=60_000)
+    return before, _plot_points(page, widget), seconds
+
+
+def _drag_scrubber(page, to: float) -> str:
+    """Drag the scrubber's slider handle to the fraction ``to`` of its track; returns the readout (edits)."""
+    track = page.locator(f".jp-OutputArea {SCRUBBER} .noUi-target").first
+    handle = page.locator(f".jp-OutputArea {SCRUBBER} .noUi-handle").first
+    track.scroll_into_view_if_needed()
+    box, hb = track.bounding_box(), handle.bounding_box()
+    y = hb["y"] + hb["height"] / 2
+    page.mouse.move(hb["x"] + hb["width"] / 2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + to * box["width"], y, steps=12)
+    page.mouse.up()
+    return page.locator(f".jp-OutputArea {SCRUBBER} .widget-readout").first.inner_text().strip()
 
 
 def test_notebook_06_workbench_steps_in_a_real_browser(browser_ready, tmp_path):
@@ -193,38 +235,52 @@ def test_notebook_06_workbench_steps_in_a_real_browser(browser_ready, tmp_path):
                 _run_all_cells(page)
                 t_run = time.monotonic()
                 # every code cell has run: no "[*]" / "[ ]" prompt left, and the last one has a number
-                page.wait_for_function("""() => {
-                    const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
-                        .map(e => e.textContent.trim());
-                    return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:$/.test(t));
-                }""", timeout=RUN_ALL_S * 1000, polling=2000)
+                from playwright.sync_api import TimeoutError as PlaywrightTimeout
+                try:
+                    page.wait_for_function("""() => {
+                        const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]
+                            .map(e => e.textContent.trim());
+                        return prompts.length > 0 && prompts.every(t => /^\\[\\d+\\]:$/.test(t));
+                    }""", timeout=RUN_ALL_S * 1000, polling=2000)
+                except PlaywrightTimeout:   # say where it stood: the prompts and a screenshot
+                    prompts = page.evaluate("() => [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]"
+                                            ".map(e => e.textContent.trim())")
+                    page.screenshot(path=str(artifacts / "browser_run_all_timeout.png"), full_page=True)
+                    raise AssertionError(f"Run All did not finish within {RUN_ALL_S} s; prompts: {prompts}") from None
                 run_all_s = time.monotonic() - t_run
                 errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
                                       has_text="Traceback")
                 assert errors.count() == 0, errors.first.inner_text()
-                step = page.locator(".jp-OutputArea .widget-button", has_text=re.compile(r"^\s*Step\s*$"))
-                step.wait_for(state="visible", timeout=60_000)
                 page.wait_for_function("() => document.querySelectorAll('.jp-OutputArea .js-plotly-plot').length >= 4",
                                        timeout=60_000)
-                before = _edit_plot_points(page)
-                assert before > 0, "the edit-metrics plot shows no points after Run All"
-                step.scroll_into_view_if_needed()
-                t_step = time.monotonic()
-                step.click()
-                page.wait_for_function(
-                    f"(n) => {{ const p = document.querySelectorAll('.jp-OutputArea .js-plotly-plot');"
-                    f" return p.length && p[0].querySelectorAll('{EDIT_POINTS}').length > n; }}",
-                    arg=before, timeout=STEP_S * 1000, polling=1000)
-                step_s = time.monotonic() - t_step
-                after = _edit_plot_points(page)
+                before, after, step_s = _click_step(page, WORKBENCH, "step 2 done")
                 # every curve (2 sessions × 5 edit metrics) gains exactly one point
                 assert after - before == 10, (before, after)
-                page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea .widget-html')]"
-                                       ".some(e => /step 2 done/.test(e.textContent))", timeout=60_000)
-                page.locator(".jp-OutputArea .js-plotly-plot").first.scroll_into_view_if_needed()
+                page.locator(f".jp-OutputArea {WORKBENCH} .js-plotly-plot").first.scroll_into_view_if_needed()
                 page.screenshot(path=str(artifacts / "browser_workbench.png"))
-                print(f"\nrun all {run_all_s:.0f} s, browser step {step_s:.0f} s, "
-                      f"total {time.monotonic() - t_start:.0f} s; points {before} -> {after}")
+                # replay mode: one more banked step (the notebook made the first)
+                r_before, r_after, replay_s = _click_step(page, REPLAY, "step 2 done")
+                assert r_after - r_before == 10, (r_before, r_after)
+                page.locator(f".jp-OutputArea {REPLAY} .js-plotly-plot").first.scroll_into_view_if_needed()
+                page.screenshot(path=str(artifacts / "browser_replay.png"))
+                # the scrubber: drag the slider near the start; its curves are cut there (fewer points)
+                page.wait_for_selector(f".jp-OutputArea {SCRUBBER} .js-plotly-plot", timeout=60_000)
+                s_before = _plot_points(page, SCRUBBER)
+                readout = page.locator(f".jp-OutputArea {SCRUBBER} .widget-readout").first.inner_text().strip()
+                moved = _drag_scrubber(page, 0.12)
+                page.wait_for_function(
+                    """([w, sel, n]) => { const p = document.querySelectorAll(`.jp-OutputArea ${w} .js-plotly-plot`);
+                       return p.length && p[0].querySelectorAll(sel).length < n; }""",
+                    arg=[SCRUBBER, EDIT_POINTS, s_before], timeout=60_000, polling=500)
+                s_after = _plot_points(page, SCRUBBER)
+                assert int(moved) < int(readout), (readout, moved)
+                page.wait_for_function("([w, t]) => [...document.querySelectorAll(`.jp-OutputArea ${w} .widget-html`)]"
+                                       ".some(e => e.textContent.includes(t))",
+                                       arg=[SCRUBBER, f"after {moved} edits"], timeout=60_000)
+                page.screenshot(path=str(artifacts / "browser_scrubber.png"))
+                print(f"\nrun all {run_all_s:.0f} s, browser step {step_s:.0f} s, replay step {replay_s:.0f} s, "
+                      f"total {time.monotonic() - t_start:.0f} s; points {before} -> {after}, replay {r_before} -> "
+                      f"{r_after}; scrubber {readout} -> {moved} edits, points {s_before} -> {s_after}")
             finally:
                 ctx.close()
     finally:

@@ -151,3 +151,15 @@ def test_recorded_runs_prefers_the_first_folder_with_a_complete_run(tmp_path):
     (paper / "alphaedit.json").write_text(json.dumps(synthetic_run("alphaedit")))
     assert recorded_runs(paper, other)[0] == paper
     assert recorded_runs(tmp_path / "missing") == (None, {})
+
+
+def test_recorded_runs_default_is_found_from_the_package_not_the_working_directory(tmp_path, monkeypatch):
+    from otelab.stream import RESULTS_ENV, results_dir
+
+    monkeypatch.delenv(RESULTS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)   # a notebook copied elsewhere (the browser test's temporary root)
+    assert results_dir() == Path(__file__).resolve().parents[1] / "experiments" / "results"
+    folder, runs = recorded_runs()
+    assert folder is not None and folder.is_relative_to(results_dir()) and runs
+    monkeypatch.setenv(RESULTS_ENV, str(tmp_path / "none"))
+    assert recorded_runs() == (None, {})
