@@ -88,6 +88,7 @@ class WorkbenchUI:
 
     def __init__(self, wb: Workbench, probe_prompt: Optional[str] = None, max_new_tokens: int = 20):
         import ipywidgets as W
+        import plotly.graph_objects as go
 
         self.workbench = wb
         self.max_new_tokens = int(max_new_tokens)
@@ -137,7 +138,7 @@ class WorkbenchUI:
                                       layout=W.Layout(width="420px"))
         self.status = W.HTML()
         self.message = W.HTML()
-        self.figures = {k: panels.go.FigureWidget(f) for k, f in self._panels().items()}
+        self.figures = {k: go.FigureWidget(f) for k, f in self._panels().items()}
         first = wb.data.stream[0]
         default_prompt = getattr(first, "text", None) or first.request().text
         self.probe = W.Text(value=probe_prompt if probe_prompt is not None else default_prompt,
