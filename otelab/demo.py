@@ -663,8 +663,8 @@ def build_sections(metrics: dict, combined, results: dict, projection=None) -> l
         if projection is not None:
             proj = copy.copy(projection)
             proj.after = {k: x for k, x in projection.after.items() if k in (la, lb)}
-        figs = panels.all_panels(rep, proj)
-        head = f"{p['title']} — solid: {la}, dashed: {lb}"
+        figs = panels.all_panels(rep, proj, order=[la, lb])
+        head = f"{p['title']} — {panels.style_heading([la, lb])}"   # the panels' own style mapping
         secs.append(("figure", f"{head}: edit metrics", figs["edit"], _html.escape(pair_sentence(p))))
         secs.append(("figure", f"{head}: general capability", figs["capability"],
                      "Probe accuracy before editing (step 0) and after the last step."))

@@ -11,23 +11,59 @@ current model side by side).
 
 All logic is in the workbench; the callbacks only call it and redraw, so
 everything can be driven headlessly: ``ui.step_button.click()``, set
-``ui.method.value``, then look at ``ui.workbench`` and ``ui.figures["edit"].data``.
-A step runs in the kernel's thread: while it computes, the buttons are disabled
-and the progress bar and status line say which phase is running.
+``ui.method.value`` (after steps: then ``ui.confirm_button.click()``), then look at
+``ui.workbench`` and ``ui.figures["edit"].data``. A step runs in the kernel's thread:
+while it computes, the buttons are disabled and the progress bar and status line say
+which phase is running.
+
+Steps are never thrown away silently: changing an editor, a mode, the batch size or a
+paper pair (:data:`PAIRS`, both sessions set at once, one rebuild) and Reset first ask
+"This discards N steps" with Rebuild / Cancel; Cancel puts the controls back.
 """
 from __future__ import annotations
 
 import html
+import time
 import traceback
-from typing import Optional
+from typing import Callable, Optional
 
 from otelab import panels
 from otelab.engine import METHODS
-from otelab.workbench import METHOD_NAMES, Workbench, WorkbenchError, valid_modes
+from otelab.workbench import METHOD_NAMES, Workbench, WorkbenchError, plural, valid_modes
 
-__all__ = ["WorkbenchUI", "workbench", "Scrubber"]
+__all__ = ["WorkbenchUI", "workbench", "Scrubber", "PAIRS"]
 
 NO_COMPARE = "(none)"
+CUSTOM = "(your own choice)"
+# The paper's comparisons: name -> (session A's (method, mode), session B's).
+PAIRS = {
+    "Table 1: Eq. 4 vs Eq. 3 (memorize the latest)": (("alphaedit", "memorize-full"), ("alphaedit", "memorize-nullspace")),
+    "Tables 2/5: aligned vs naive": (("memit", "aligned"), ("memit", "naive")),
+    "Algorithm 1: RECT with vs without error correction": (("rect", "aligned"), ("rect", "no-ec")),
+}
+# A browser click that arrives this soon after an action ended was queued while it ran (e.g. a double click):
+# the kernel handles comm messages one after the other, so the busy flag alone never sees it.
+SETTLE_S = 0.4
+WIDTH = 620   # px per panel: two side by side
+IDLE_BAR, BUSY_BAR = "#d0d0d0", "#1f77b4"
+
+
+def _button_class():
+    """``ipywidgets.Button`` that marks the clicks coming from the browser (``from_browser``), not ``.click()``."""
+    import ipywidgets as W
+
+    class BrowserButton(W.Button):
+        from_browser = False
+
+        def _handle_button_msg(self, _, content, buffers):
+            if content.get("event", "") == "click":
+                self.from_browser = True
+                try:
+                    self.click()
+                finally:
+                    self.from_browser = False
+
+    return BrowserButton
 
 
 class WorkbenchUI:
@@ -40,8 +76,11 @@ class WorkbenchUI:
 
     Attributes:
         method, mode, compare_method, compare_mode, batch_size, k, eval_every: the controls.
+        pair: a :data:`PAIRS` name (both sessions at once) or :data:`CUSTOM`.
         step_button, step_k_button, undo_button, reset_button: the buttons.
-        progress, status: the progress bar and the status line (HTML).
+        confirm_row, confirm_text, confirm_button, cancel_button: the question before steps are discarded.
+        progress, status, message: the progress bar (empty and grey when idle), the status line
+            and the last message (HTML).
         figures: ``{"edit", "capability", "lm", "latent"}`` -> ``go.FigureWidget``.
         probe, probe_button, probe_output: the probe box.
         widget: the whole ``ipywidgets.VBox``.
@@ -49,11 +88,15 @@ class WorkbenchUI:
 
     def __init__(self, wb: Workbench, probe_prompt: Optional[str] = None, max_new_tokens: int = 20):
         import ipywidgets as W
+        import plotly.graph_objects as go
 
         self.workbench = wb
         self.max_new_tokens = int(max_new_tokens)
         self._busy = False
         self._quiet = False   # True while the controls are set programmatically
+        self._pending: Optional[tuple[Callable, str]] = None   # an action waiting for Rebuild / Cancel
+        self._ended = float("-inf")                            # when the last action ended (time.monotonic)
+        Button = _button_class()
         a = wb.tracks[0]
         b = wb.tracks[1] if len(wb.tracks) > 1 else None
         style = dict(style={"description_width": "initial"})
@@ -76,52 +119,61 @@ class WorkbenchUI:
                                            description="capability & UMAP every", **style,
                                            layout=W.Layout(width="230px"),
                                            tooltip="steps between the slow metrics (0: never)")
-        self.step_button = W.Button(description="Step", button_style="primary", icon="step-forward",
-                                    tooltip="edit the next batch of the stream")
-        self.step_k_button = W.Button(description="Step ×k", icon="forward", tooltip="k steps, panels after each")
-        self.undo_button = W.Button(description="Undo", icon="undo", tooltip="revert the last step")
-        self.reset_button = W.Button(description="Reset", icon="refresh", button_style="warning",
-                                     tooltip="back to the unedited model")
+        self.pair = W.Dropdown(options=[CUSTOM] + list(PAIRS), value=self._matching_pair(), description="paper pair",
+                               **style, layout=W.Layout(width="420px"))
+        self.step_button = Button(description="Step", button_style="primary", icon="step-forward",
+                                  tooltip="edit the next batch of the stream")
+        self.step_k_button = Button(description="Step ×k", icon="forward", tooltip="k steps, panels after each")
+        self.undo_button = Button(description="Undo", icon="undo", tooltip="revert the last step")
+        self.reset_button = Button(description="Reset", icon="refresh", button_style="warning",
+                                   tooltip="back to the unedited model (asks first)")
         self.buttons = [self.step_button, self.step_k_button, self.undo_button, self.reset_button]
+        self.confirm_text = W.HTML()
+        self.confirm_button = Button(description="Rebuild", button_style="danger")
+        self.cancel_button = Button(description="Cancel")
+        self.confirm_row = W.HBox([self.confirm_text, self.confirm_button, self.cancel_button],
+                                  layout=W.Layout(display="none"))
         self.progress = W.IntProgress(value=0, min=0, max=1, description="idle",
-                                      style={"description_width": "initial", "bar_color": "#1f77b4"},
+                                      style={"description_width": "initial", "bar_color": IDLE_BAR},
                                       layout=W.Layout(width="420px"))
         self.status = W.HTML()
         self.message = W.HTML()
-        report = wb.report()
-        self.figures = {"edit": panels.edit_metrics_figure(report, widget=True),
-                        "capability": panels.capability_figure(report, widget=True),
-                        "lm": panels.lm_figure(report, widget=True),
-                        "latent": panels.latent_figure(report, wb.projection, widget=True)}
+        self.figures = {k: go.FigureWidget(f) for k, f in self._panels().items()}
         first = wb.data.stream[0]
         default_prompt = getattr(first, "text", None) or first.request().text
         self.probe = W.Text(value=probe_prompt if probe_prompt is not None else default_prompt,
                             description="probe prompt", **style, layout=W.Layout(width="560px"),
                             continuous_update=False)
-        self.probe_button = W.Button(description="Generate", icon="comment")
+        self.probe_button = Button(description="Generate", icon="comment", tooltip="or press Enter in the prompt")
         self.probe_output = W.HTML()
 
-        self.step_button.on_click(lambda _b: self._run(self._do_step, 1))
-        self.step_k_button.on_click(lambda _b: self._run(self._do_step, self.k.value))
-        self.undo_button.on_click(lambda _b: self._run(self._do_undo))
-        self.reset_button.on_click(lambda _b: self._run(self._do_reset))
-        self.probe_button.on_click(lambda _b: self._run(self._do_probe))
+        self.step_button.on_click(self._click(lambda: self._run(self._do_step, 1, phase="stepping")))
+        self.step_k_button.on_click(self._click(lambda: self._run(self._do_step, self.k.value, phase="stepping")))
+        self.undo_button.on_click(self._click(lambda: self._run(self._do_undo, phase="undoing the last step")))
+        self.reset_button.on_click(self._click(lambda: self._ask("Reset", self._do_reset, "resetting")))
+        self.probe_button.on_click(self._click(lambda: self._run(self._do_probe, phase="generating")))
+        self.confirm_button.on_click(self._click(self._confirm))
+        self.cancel_button.on_click(self._click(self._cancel))
+        # Enter (or leaving the box) sends the prompt: continuous_update=False syncs the value only then
+        self.probe.observe(self._on_probe, names="value")
         for w in (self.method, self.mode, self.compare_method, self.compare_mode, self.batch_size):
             w.observe(self._on_setting, names="value")
+        self.pair.observe(self._on_pair, names="value")
         self.eval_every.observe(self._on_eval_every, names="value")
 
         row = W.HBox
         self.widget = W.VBox([
+            row([self.pair]),
             row([self.method, self.mode, self.compare_method, self.compare_mode]),
             row([self.batch_size, self.k, self.eval_every]),
             row(self.buttons + [self.progress]),
-            self.status, self.message,
+            self.confirm_row, self.status, self.message,
             row([self.figures["edit"], self.figures["capability"]]),
             row([self.figures["lm"], self.figures["latent"]]),
             row([self.probe, self.probe_button]), self.probe_output,
         ])
         for f in self.figures.values():
-            f.layout.width = 620
+            f.layout.width = WIDTH
         # CSS hooks for the browser test and for styling
         self.widget.add_class("otelab-workbench")
         if wb.values is not None:
@@ -129,7 +181,8 @@ class WorkbenchUI:
         self._update_status()
         note, ok = wb.values_note()
         if ok:
-            self._set_message(f"ready: {wb.describe()}. Press Step to edit the first batch. {note}")
+            self._set_message(f"ready: {wb.describe()}. Step 0 is the unedited model: its efficacy is near 0 because it "
+                              f"still prefers the true targets. Press Step to edit the first batch. {note}")
         else:
             self._set_message(note, error=True)
 
@@ -138,6 +191,20 @@ class WorkbenchUI:
         return self.widget._repr_mimebundle_(**kwargs)
 
     # ------------------------------------------------------------------ plumbing
+    def _panels(self) -> dict:
+        """The four panels of the workbench's reports, sessions in track order (A solid, B dashed)."""
+        wb = self.workbench
+        report, order = wb.report(), [t.label for t in wb.tracks]
+        return {"edit": panels.edit_metrics_figure(report, order=order),
+                "capability": panels.capability_figure(report, order=order, flat=wb.flat_tasks()),
+                "lm": panels.lm_figure(report, order=order),
+                "latent": panels.latent_figure(report, wb.projection, order=order)}
+
+    def _matching_pair(self) -> str:
+        """The :data:`PAIRS` name the sessions are set to, else :data:`CUSTOM`."""
+        now = tuple((t.method, t.mode) for t in self.workbench.tracks)
+        return next((name for name, pair in PAIRS.items() if pair == now), CUSTOM)
+
     def _set_message(self, text: str, error: bool = False) -> None:
         colour = "#b00020" if error else "#333"
         self.message.value = f'<span style="color:{colour}">{html.escape(text)}</span>'
@@ -145,16 +212,26 @@ class WorkbenchUI:
     def _update_status(self) -> None:
         wb = self.workbench
         self.status.value = f"<b>{html.escape(wb.describe())}</b> · {html.escape(wb.status_line())}"
-        self.undo_button.disabled = self._busy or not wb.can_undo
-        self.step_button.disabled = self._busy or wb.steps_left < 1
-        self.step_k_button.disabled = self._busy or wb.steps_left < 1
+        waiting = self._busy or self._pending is not None   # a question open: answer it first
+        self.undo_button.disabled = waiting or not wb.can_undo
+        self.step_button.disabled = waiting or wb.steps_left < 1
+        self.step_k_button.disabled = waiting or wb.steps_left < 1
+        self.reset_button.disabled = waiting
 
-    def _set_busy(self, busy: bool) -> None:
+    def _set_busy(self, busy: bool, phase: str = "") -> None:
+        """Disable / enable the controls; busy: a blue bar and the phase, idle: an empty grey bar."""
         self._busy = busy
-        for w in self.buttons + [self.method, self.mode, self.compare_method, self.batch_size, self.probe_button]:
+        for w in self.buttons + [self.method, self.mode, self.compare_method, self.batch_size, self.pair,
+                                 self.probe_button, self.confirm_button, self.cancel_button]:
             w.disabled = busy
         self.compare_mode.disabled = busy or self.compare_method.value == NO_COMPARE
-        if not busy:
+        self.progress.value, self.progress.max = 0, 1
+        self.progress.description = f"{phase}…" if busy else "idle"
+        self.progress.style.bar_color = BUSY_BAR if busy else IDLE_BAR
+        if busy:
+            self.status.value = f"<b>computing…</b> {html.escape(phase)}"
+            self._set_message(f"working: {phase}…")   # the last message would be stale while this runs
+        else:
             self._update_status()
 
     def _on_progress(self, done: int, total: int, message: str) -> None:
@@ -163,11 +240,33 @@ class WorkbenchUI:
         self.progress.description = f"{done}/{total}"
         self.status.value = f"<b>computing…</b> {html.escape(message)}"
 
-    def _run(self, action, *args) -> None:
-        """Run an action with the buttons disabled; errors become a red message, never a lost click."""
+    def _click(self, fn: Callable[[], None]) -> Callable:
+        """A button callback running ``fn()``, except while busy or for a browser click queued while an action ran.
+
+        Arguments:
+            fn: what the click does.
+
+        Returns:
+            The callback for ``Button.on_click``.
+        """
+        def handler(button) -> None:
+            if self._busy:
+                return
+            if getattr(button, "from_browser", False) and time.monotonic() - self._ended < SETTLE_S:
+                return   # sent while the last action ran (a double click), handled only now
+            fn()
+        return handler
+
+    def _run(self, action, *args, phase: str = "working") -> None:
+        """Run an action with the controls disabled; errors become a red message, never a lost click.
+
+        Arguments:
+            action: the method to call with ``args``; it sets the final message.
+            phase: what runs, shown in the progress bar, the status and the message meanwhile.
+        """
         if self._busy:
             return
-        self._set_busy(True)
+        self._set_busy(True, phase)
         try:
             action(*args)
         except (WorkbenchError, ValueError) as err:
@@ -176,31 +275,74 @@ class WorkbenchUI:
             self._set_message(f"{type(err).__name__}: {err}", error=True)
             traceback.print_exc()
         finally:
-            self.progress.description = "idle"
             self._set_busy(False)
+            self._ended = time.monotonic()
 
     def redraw(self) -> None:
         """Update the four panels in place from the workbench's reports."""
+        for key, fig in self._panels().items():
+            panels.refresh(self.figures[key], fig)
+
+    # ------------------------------------------------------------------ confirmation
+    def _ask(self, verb: str, action: Callable[[], None], phase: str) -> None:
+        """Run ``action`` at once when no step would be lost, else ask first (the confirm row).
+
+        Arguments:
+            verb: the confirm button's text ("Rebuild", "Reset").
+            action: what runs on confirmation.
+            phase: its busy text.
+        """
         wb = self.workbench
-        report = wb.report()
-        panels.refresh(self.figures["edit"], panels.edit_metrics_figure(report))
-        panels.refresh(self.figures["capability"], panels.capability_figure(report))
-        panels.refresh(self.figures["lm"], panels.lm_figure(report))
-        panels.refresh(self.figures["latent"], panels.latent_figure(report, wb.projection))
+        if wb.n_steps == 0:
+            self._close_confirm()
+            self._run(action, phase=phase)
+            return
+        self._pending = (action, phase)
+        self.confirm_text.value = (f'<b style="color:#b00020">This discards {plural(wb.n_steps, "step")} '
+                                   f'({plural(wb.n_edits, "edit")}).</b>')
+        self.confirm_button.description = verb
+        self.confirm_row.layout.display = "flex"
+        self._update_status()
+        self._set_message(f"{verb}? {verb} discards the steps, Cancel keeps them and the settings in use.")
+
+    def _close_confirm(self) -> None:
+        self._pending = None
+        self.confirm_row.layout.display = "none"
+        self._update_status()
+
+    def _confirm(self) -> None:
+        if self._pending is None:
+            return
+        action, phase = self._pending
+        self._close_confirm()
+        self._run(action, phase=phase)
+
+    def _cancel(self) -> None:
+        self._close_confirm()
+        self._sync_controls()   # the dropdowns show the settings in use again
+        wb = self.workbench
+        self._set_message(f"kept {plural(wb.n_steps, 'step')}: {wb.describe()}")
 
     # ------------------------------------------------------------------ actions
     def _do_step(self, k: int) -> None:
         wb = self.workbench
+        self._set_message(f"working: {plural(int(k), 'step')} from step {wb.n_steps + 1}: each edits "
+                          f"{plural(len(wb.tracks), 'session')}, then evaluates them (most of the time)…")
 
         def after_step(_step: int) -> None:
             self.redraw()
             self._refresh_probe()
 
         wb.step(int(k), on_progress=self._on_progress, on_step=after_step)
-        latest = wb.tracks[0].report.latest()
-        eff = latest.get("efficacy_latest")
-        self._set_message(f"step {wb.n_steps} done" + (f": efficacy on the latest batch {eff:.2f}"
-                                                       f" ({wb.tracks[0].label})" if eff == eff else ""))
+        tr = wb.tracks[0]
+        eff = tr.report.latest().get("efficacy_latest", float("nan"))
+        msg = f"step {wb.n_steps} done"
+        if eff == eff:
+            msg += f": efficacy on the latest batch {eff:.2f} ({tr.label})"
+            if eff < 0.5:   # a bare 0.00 reads like a bug: say what it means
+                msg += (" (the share of the batch's prompts where the model now prefers the new target: "
+                        "below 0.5 it mostly still prefers the true one)")
+        self._set_message(msg)
 
     def _do_undo(self) -> None:
         self._set_message(self.workbench.undo())
@@ -214,6 +356,11 @@ class WorkbenchUI:
 
     def _do_probe(self) -> None:
         self._refresh_probe(force=True)
+        self._set_message(f"generated {plural(self.max_new_tokens, 'token')} per model from the probe prompt")
+
+    def _on_probe(self, change) -> None:
+        if not self._quiet:
+            self._run(self._do_probe, phase="generating")
 
     def _refresh_probe(self, force: bool = False) -> None:
         if not force and not self.probe_output.value:
@@ -235,12 +382,11 @@ class WorkbenchUI:
         except WorkbenchError as err:
             self._set_message(str(err), error=True)
 
-    def _on_setting(self, change) -> None:
-        if self._quiet or self._busy:
-            return
+    def _fit_modes(self) -> None:
+        """Keep each mode list to what its editor supports (quietly: no rebuild from here)."""
         preset = self.workbench.loaded.preset
         self._quiet = True
-        try:   # keep the mode lists consistent with the editors before rebuilding once
+        try:
             for m, md in ((self.method, self.mode), (self.compare_method, self.compare_mode)):
                 if m.value == NO_COMPARE:
                     md.disabled = True
@@ -253,18 +399,40 @@ class WorkbenchUI:
                     md.value = keep
         finally:
             self._quiet = False
+
+    def _on_setting(self, change) -> None:
+        if self._quiet or self._busy:
+            return
+        self._fit_modes()
+        self._ask("Rebuild", self._rebuild, "rebuilding the sessions")
+
+    def _on_pair(self, change) -> None:
+        """A paper pair sets both sessions at once: one question, one rebuild."""
+        if self._quiet or self._busy or change["new"] == CUSTOM:
+            return
+        (ma, mda), (mb, mdb) = PAIRS[change["new"]]
+        self._quiet = True
+        try:
+            self.method.value = ma
+            self.compare_method.value = mb
+        finally:
+            self._quiet = False
+        self._fit_modes()
+        self._quiet = True
+        try:
+            self.mode.value, self.compare_mode.value = mda, mdb
+        finally:
+            self._quiet = False
+        self._ask("Rebuild", self._rebuild, f"rebuilding for {change['new']}")
+
+    def _rebuild(self) -> None:
+        wb = self.workbench
         compare = None if self.compare_method.value == NO_COMPARE else (self.compare_method.value,
                                                                          self.compare_mode.value)
-        self._run(self._rebuild, compare)
-
-    def _rebuild(self, compare) -> None:
-        wb = self.workbench
-        self.status.value = "<b>rebuilding the sessions…</b>"
         try:
             msg = wb.configure(self.method.value, self.mode.value, compare=compare, batch_size=self.batch_size.value)
-        except WorkbenchError:
-            self._sync_controls()   # show the settings that are really in use
-            raise
+        finally:
+            self._sync_controls()   # show the settings really in use (and their paper pair, if any)
         self.redraw()
         if self.probe_output.value:
             self._refresh_probe()
@@ -283,7 +451,9 @@ class WorkbenchUI:
             if b:
                 self.compare_mode.options = valid_modes(b.method, preset)
                 self.compare_mode.value = b.mode
+            self.compare_mode.disabled = self._busy or b is None
             self.batch_size.value = wb.batch_size
+            self.pair.value = self._matching_pair()
         finally:
             self._quiet = False
 

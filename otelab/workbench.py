@@ -60,6 +60,8 @@ METRICS = {
     "latent_drift_edited": "latent drift 1 − cos, edited records",
     "latent_drift_unrelated": "latent drift 1 − cos, unrelated records",
     "glue/<task>/acc": "general capability: accuracy per task",
+    "glue/<task>/agreement": "general capability: share of items answered as the unedited model did",
+    "glue/<task>/margin": "general capability: log-likelihood of the unedited answer minus the best other label",
 }
 
 
@@ -338,20 +340,48 @@ def _combo_error(method: str, mode: str, preset=None) -> Optional[str]:
     return None
 
 
+def plural(n: int, word: str, many: Optional[str] = None) -> str:
+    """``"1 edit"``, ``"2 edits"``; ``many`` for irregular plurals (``plural(2, "batch", "batches")``)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def track_label(method: str, mode: str) -> str:
     """``"MEMIT aligned"``: the name a session's curves carry."""
     return f"{METHOD_NAMES.get(method, method)} {mode}"
 
 
-def glue_row(loaded, glue: dict, progress: bool = False) -> dict[str, float]:
-    """General-capability accuracy per task (``glue/<task>/acc``) and their mean (``glue_mean``); {} without probes."""
-    from otelab.metrics import general_capability
+def glue_row(loaded, glue: dict, progress: bool = False, reference=None) -> dict[str, float]:
+    """General-capability scores per task and the mean accuracy; {} without probes.
+
+    Arguments:
+        loaded: the model as it is now.
+        glue: ``{task: items}``.
+        progress: a progress bar.
+        reference: the unedited model's :class:`otelab.metrics.CapabilityAnswers` on the same
+            items (:attr:`Workbench.glue_reference`), or None.
+
+    Returns:
+        ``glue/<task>/acc`` and ``glue_mean``; with a reference also ``glue/<task>/agreement``
+        (share answered as the unedited model did) and ``glue/<task>/margin`` (log-likelihood
+        of the unedited answer minus the best other label), which move when accuracy cannot.
+    """
+    from otelab.metrics import capability_answers
 
     if not glue:
         return {}
-    res = general_capability(loaded.model, loaded.tokenizer, glue, show_progress=progress)
+    ans = capability_answers(loaded.model, loaded.tokenizer, glue, show_progress=progress)
+    return _glue_scores(ans, reference)
+
+
+def _glue_scores(ans, reference=None) -> dict[str, float]:
+    """:func:`glue_row`'s row from answers already computed."""
+    from otelab.metrics import capability_scores
+
+    res = capability_scores(ans, reference)
     row = {f"glue/{task}/acc": d["acc"] for task, d in res.items()}
     row["glue_mean"] = sum(row.values()) / len(row)
+    for task, d in res.items():
+        row.update({f"glue/{task}/{k}": d[k] for k in ("agreement", "margin") if k in d})
     return row
 
 
@@ -388,7 +418,7 @@ def edit_row(model, tok, records: list, latest: list, baseline) -> dict[str, flo
 
 def measure(loaded, session, data: "WorkbenchData", baseline, n_done: int, batch_size: int, latent_layer: int,
             glue: bool = False, tick: Optional[Callable[[str], None]] = None,
-            label: str = "") -> tuple[dict, Optional[torch.Tensor]]:
+            label: str = "", glue_reference=None) -> tuple[dict, Optional[torch.Tensor]]:
     """The metrics of a session's current model after ``n_done`` edits of the stream.
 
     Everything is compared with the unedited model (``baseline``), never with the previous step.
@@ -404,17 +434,18 @@ def measure(loaded, session, data: "WorkbenchData", baseline, n_done: int, batch
         glue: also score general capability.
         tick: called with a message before each metric group (progress feedback).
         label: the session's name in those messages.
+        glue_reference: the unedited model's capability answers (see :func:`glue_row`), or None.
 
     Returns:
         ``(row, latent states [n_latent, d] or None)``; the row holds :data:`METRICS` that apply,
-        plus ``delta_norm`` and, when ``glue``, ``glue/<task>/acc`` and ``glue_mean``.
+        plus ``delta_norm`` and, when ``glue``, :func:`glue_row`'s scores.
     """
     from otelab.drift import hidden_states_at_subject, latent_drift, lm_drift
 
     tick = tick or (lambda msg: None)
     model, tok = loaded.model, loaded.tokenizer
     idx = data.scored(n_done)
-    tick(f"{label}: edit metrics on {len(idx)} of {n_done} edits")
+    tick(f"{label}: edit metrics on {len(idx)} of {plural(n_done, 'edit')}")
     row = {"edits": float(n_done),
            **edit_row(model, tok, [data.stream[i] for i in idx], [i >= n_done - batch_size for i in idx], baseline),
            "delta_norm": session.delta_norm()}
@@ -431,7 +462,7 @@ def measure(loaded, session, data: "WorkbenchData", baseline, n_done: int, batch
                    latent_drift_unrelated=d["cos_drift_unrelated"])
     if glue and data.glue:
         tick(f"{label}: general capability")
-        row.update(glue_row(loaded, data.glue))
+        row.update(glue_row(loaded, data.glue, reference=glue_reference))
     return row, after
 
 
@@ -521,7 +552,11 @@ class Workbench:
             model, tok, [data.stream[i] for i in data.scored(len(data.stream))], texts=data.texts or None, max_len=self.max_len,
             latent_layer=self.latent_layer if data.latent_records else None,
             latent_records=data.latent_records or None, show_progress=progress)
-        self.glue_unedited = glue_row(self.loaded, self.data.glue, progress=self.progress)
+        self.glue_reference = None   # the unedited answers: agreement and margin are measured against them
+        if data.glue:
+            from otelab.metrics import capability_answers
+            self.glue_reference = capability_answers(model, tok, data.glue, show_progress=progress)
+        self.glue_unedited = _glue_scores(self.glue_reference, self.glue_reference) if data.glue else {}
         self._unedited_generations: dict[tuple[str, int], str] = {}
         self._step0_cache: dict[int, dict] = {}
         self.baseline_seconds = time.perf_counter() - t0
@@ -605,7 +640,7 @@ class Workbench:
         steps, edits = self.n_steps, self.n_edits
         self.batch_size = int(batch_size)
         self._build(method, mode, tuple(compare) if compare else None)
-        was = f" (discarded {edits} edits from {steps} steps)" if steps else ""
+        was = f" (discarded {plural(edits, 'edit')} from {plural(steps, 'step')})" if steps else ""
         return f"rebuilt: {self.describe()}; sessions reset to the unedited model{was}"
 
     def describe(self) -> str:
@@ -637,16 +672,20 @@ class Workbench:
         return Report.combine(*(t.report for t in self.tracks))
 
     def status_line(self) -> str:
-        """``"step 2 · 4 edits · last step 31.2 s (MEMIT aligned 15.0 s, MEMIT naive 14.9 s) · 2 steps left"``.
+        """``"step 2 · 4 edits · last step 31.2 s: edit 2.1 s (MEMIT aligned 1.0 s, MEMIT naive 1.1 s),
+        evaluation 29.1 s · 2 steps left"``.
 
-        The last step's wall time includes the metrics; the per-session times are the edits alone.
+        The last step's wall time splits into the edits (per session) and the evaluation (the
+        metrics, UMAP; with banked values also fetching them), which is usually most of it.
         """
-        parts = [f"step {self.n_steps}", f"{self.n_edits} edits"]
+        parts = [f"step {self.n_steps}", plural(self.n_edits, "edit")]
         total = self.last_step_seconds
         if self.n_steps and total is not None and all(t.step_seconds for t in self.tracks):
-            each = ", ".join(f"{t.label} {t.step_seconds[-1]:.1f} s" for t in self.tracks)
-            parts.append(f"last step {total:.1f} s ({each})" if len(self.tracks) > 1 else f"last step {total:.1f} s")
-        parts.append(f"{self.steps_left} steps left")
+            edit = sum(t.step_seconds[-1] for t in self.tracks)
+            each = (" (" + ", ".join(f"{t.label} {t.step_seconds[-1]:.1f} s" for t in self.tracks) + ")"
+                    if len(self.tracks) > 1 else "")
+            parts.append(f"last step {total:.1f} s: edit {edit:.1f} s{each}, evaluation {total - edit:.1f} s")
+        parts.append(f"{plural(self.steps_left, 'step')} left")
         return " · ".join(parts)
 
     @property
@@ -702,7 +741,8 @@ class Workbench:
     def _measure(self, tr: Track, step: int, slow: bool, tick) -> Optional[torch.Tensor]:
         """Metrics of one session after ``step`` (added to its report); returns its latent states [n, d] or None."""
         row, after = measure(tr.loaded, tr.session, self.data, self.baseline, step * self.batch_size,
-                             self.batch_size, self.latent_layer, glue=slow, tick=tick, label=tr.label)
+                             self.batch_size, self.latent_layer, glue=slow, tick=tick, label=tr.label,
+                             glue_reference=self.glue_reference)
         tr.report.add(step, row)
         return after
 
@@ -724,6 +764,17 @@ class Workbench:
         self.projections[step] = LatentProjection(
             step=step, before=np.asarray(eb), after={l: ea[i * n:(i + 1) * n] for i, l in enumerate(labels)},
             edited=self._edited_mask(step * self.batch_size), names=names)
+
+    def flat_tasks(self) -> list[str]:
+        """Capability tasks whose accuracy cannot move: the unedited model gives every item the same answer.
+
+        Accuracy is then that answer's share of the gold labels (often exactly chance) until
+        answers flip; agreement and margin (``glue/<task>/agreement``, ``margin``) show the change.
+        """
+        ref = self.glue_reference
+        if ref is None:
+            return []
+        return [t for t in ref.gold if len(set(ref.predictions(t))) == 1]
 
     @property
     def projection(self) -> Optional[LatentProjection]:
@@ -764,8 +815,8 @@ class Workbench:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise WorkbenchError(f"k must be a positive integer, got {k!r}")
         if k > self.steps_left:
-            raise WorkbenchError(f"the stream has {self.steps_left} full batch(es) of {self.batch_size} left, "
-                                 f"asked for {k} step(s); reset, or lower the batch size")
+            raise WorkbenchError(f"the stream has {plural(self.steps_left, 'full batch', 'full batches')} of "
+                                 f"{self.batch_size} left, asked for {plural(k, 'step')}; reset, or lower the batch size")
         total, done = self.phases(k), 0
 
         def tick(msg: str) -> None:
@@ -784,10 +835,10 @@ class Workbench:
             try:
                 val = None
                 if self.values is not None:   # one set of targets for every session, fetched before any edit
-                    tick(f"step {step}: target values of {len(reqs)} requests")
+                    tick(f"step {step}: target values of {plural(len(reqs), 'request')}")
                     val = self.values(reqs)
                 for tr in self.tracks:
-                    tick(f"step {step}: editing with {tr.label} ({len(reqs)} requests)")
+                    tick(f"step {step}: editing with {tr.label} ({plural(len(reqs), 'request')})")
                     t = time.perf_counter()
                     recs[tr.label] = tr.session.step(reqs, values=val)
                     stepped.append(tr)
@@ -827,7 +878,8 @@ class Workbench:
         if self.n_steps == 0:
             raise WorkbenchError("nothing to undo: no step has been made")
         if not self.can_undo:
-            raise WorkbenchError(f"cannot undo further: only the last {self.undo_depth} step(s) are kept")
+            raise WorkbenchError(f"cannot undo further: only the last {plural(self.undo_depth, 'step')} "
+                                 f"{'is' if self.undo_depth == 1 else 'are'} kept")
         step = self.n_steps
         for tr in self.tracks:
             tr.session.undo()
@@ -837,7 +889,7 @@ class Workbench:
         self.projections = {s: p for s, p in self.projections.items() if s < step}
         self._undoable -= 1
         self._last_wall = None
-        return f"undid step {step}: back to step {self.n_steps} ({self.n_edits} edits)"
+        return f"undid step {step}: back to step {self.n_steps} ({plural(self.n_edits, 'edit')})"
 
     def reset(self) -> str:
         """Every session back to the unedited model; the stream starts again."""
@@ -849,7 +901,7 @@ class Workbench:
         self.projections = {}
         self._undoable = 0
         self._last_wall = None
-        return f"reset: back to the unedited model (discarded {steps} step(s))"
+        return f"reset: back to the unedited model (discarded {plural(steps, 'step')})"
 
     # ------------------------------------------------------------------ probing
     def generate(self, prompt: str, max_new_tokens: int = 20) -> dict[str, str]:

@@ -17,7 +17,7 @@ from otelab.drift import hidden_states_at_subject
 from otelab.metrics import Baseline, greedy_generate
 from otelab.models import tiny_model
 from otelab.report import Report
-from otelab.widgets import NO_COMPARE, WorkbenchUI
+from otelab.widgets import CUSTOM, NO_COMPARE, WorkbenchUI
 from otelab.workbench import (LatentProjection, Sizes, Workbench, WorkbenchData, WorkbenchError, ci_size,
                               unedited_weights, valid_modes)
 
@@ -80,7 +80,10 @@ def test_step_button_edits_both_sessions_and_adds_a_point_to_every_curve(data):
     assert [r.subject for r in wb.tracks[0].session.requests] == [r.subject for r in data.stream[:2]]
     assert [r.subject for r in wb.tracks[1].session.requests] == [r.subject for r in data.stream[:2]]
     assert ui.figures["edit"] is edit and id(edit) == fig_id          # updated in place, not replaced
-    assert set(n_points(edit)) == {2} and all(list(t.x) == [0, 1] for t in edit.data)
+    assert set(n_points(edit)) == {2} and all(list(t.customdata) == [0, 1] for t in edit.data)   # the true steps
+    # session A's markers at the steps, B's a little to the right (equal curves stay visible)
+    assert {tuple(t.x) for t in edit.data if "MEMIT aligned" in t.name} == {(0, 1)}
+    assert {tuple(t.x) for t in edit.data if "MEMIT naive" in t.name} == {(panels.OFFSET, 1 + panels.OFFSET)}
     assert set(n_points(ui.figures["lm"])) == {2}
     assert "step 1" in ui.status.value and "2 edits" in ui.status.value
     assert not ui.step_button.disabled and not ui.undo_button.disabled
@@ -118,7 +121,9 @@ def test_buttons_disabled_and_progress_reported_while_a_step_computes(data):
     assert step_d and undo_d and reset_d and method_d
     assert vmax == expected_phases and 0 < value < vmax
     assert "computing" in status and "MEMIT naive" in status
-    assert ui.progress.value == ui.progress.max and not ui.step_button.disabled
+    # idle: an empty grey bar, not a full blue one
+    assert ui.progress.value == 0 and ui.progress.description == "idle" and not ui.step_button.disabled
+    assert ui.progress.style.bar_color != "#1f77b4"
 
 
 def test_a_click_while_busy_is_ignored(data):
@@ -170,7 +175,9 @@ def test_reset_returns_to_the_unedited_model(data):
     ui.k.value = 2
     ui.step_k_button.click()
     ui.reset_button.click()
-    assert wb.n_steps == 0 and "discarded 2 step" in ui.message.value
+    assert wb.n_steps == 2 and "2 steps" in ui.confirm_text.value     # asked first
+    ui.confirm_button.click()
+    assert wb.n_steps == 0 and "discarded 2 steps" in ui.message.value
     assert all(same(w, weights(t.loaded)) for w, t in zip(w0, wb.tracks))
     assert all(t.report.steps == [0] for t in wb.tracks)
     assert set(n_points(ui.figures["edit"])) == {1}
@@ -182,7 +189,7 @@ def test_stream_end_disables_step_and_refuses_more(data):
     wb = ui.workbench
     ui.k.value = 5                             # the stream holds 4 batches of 2
     ui.step_k_button.click()
-    assert wb.n_steps == 0 and "4 full batch(es)" in ui.message.value and "#b00020" in ui.message.value
+    assert wb.n_steps == 0 and "4 full batches" in ui.message.value and "#b00020" in ui.message.value
     ui.k.value = 4
     ui.step_k_button.click()
     assert wb.n_steps == 4 and wb.steps_left == 0
@@ -219,9 +226,11 @@ def test_changing_the_mode_rebuilds_from_the_unedited_model(data):
     w0 = weights(wb.tracks[0].loaded)
     ui.step_button.click()
     ui.mode.value = "naive"
+    assert wb.tracks[0].mode == "aligned" and wb.n_steps == 1          # nothing discarded before the answer
+    ui.confirm_button.click()
     assert wb.tracks[0].mode == "naive" and wb.n_steps == 0
     assert "rebuilt" in ui.message.value and "MEMIT naive" in ui.message.value
-    assert "discarded 2 edits from 1 steps" in ui.message.value
+    assert "discarded 2 edits from 1 step)" in ui.message.value
     assert same(w0, weights(wb.tracks[0].loaded))
     assert set(n_points(ui.figures["edit"])) == {1}
     assert any("MEMIT naive (B)" in t.name for t in ui.figures["edit"].data)   # equal editors stay apart
@@ -250,6 +259,7 @@ def test_batch_size_and_side_by_side_controls(data):
     ui.step_button.click()
     assert wb.n_edits == 3
     ui.compare_method.value = "alphaedit"     # session B comes back with the mode it had
+    ui.confirm_button.click()
     assert [t.label for t in wb.tracks] == ["MEMIT aligned", "AlphaEdit naive"] and not ui.compare_mode.disabled
     assert wb.n_steps == 0 and len(ui.figures["edit"].data) == 10
 
@@ -300,6 +310,7 @@ def test_baselines_are_computed_once_on_the_unedited_model(data, monkeypatch):
     wb = ui.workbench
     ui.step_button.click()
     ui.mode.value = "naive"
+    ui.confirm_button.click()
     ui.batch_size.value = 3
     ui.step_button.click()
     assert len(calls) == 1
@@ -395,7 +406,7 @@ def test_edit_panel_overlays_runs_and_skips_missing_values():
     assert "efficacy (all edits) · naive" in names            # plain "efficacy" stands in for efficacy_all
     assert "paraphrase (all edits) · naive" not in names
     spec_b = next(t for t in fig.data if t.name == "specificity · naive")
-    assert list(spec_b.x) == [0, 2]                           # NaN at step 1 left out
+    assert list(spec_b.customdata) == [0, 2]                  # NaN at step 1 left out
     dash = {t.name.split(" · ")[1]: t.line.dash for t in fig.data}
     assert dash == {"aligned": "solid", "naive": "dash"}
     assert isinstance(panels.edit_metrics_figure(two_runs(), widget=True), go.FigureWidget)
@@ -405,7 +416,7 @@ def test_capability_lm_and_latent_panels():
     rep = two_runs()
     cap = panels.capability_figure(rep)
     assert sorted(t.name for t in cap.data) == ["mmlu · aligned", "sst2 · aligned"]
-    assert list(cap.data[0].x) == [0, 2]
+    assert list(cap.data[0].customdata) == [0, 2]
     lm = panels.lm_figure(rep)
     assert {t.name for t in lm.data} == {"ppl · aligned", "top1_agreement · aligned", "ppl · naive"}
     proj = LatentProjection(step=2, before=np.zeros((3, 2)), after={"aligned": np.ones((3, 2))},
@@ -439,3 +450,173 @@ def test_default_projector_is_umap(data):
     wb.step()
     p = wb.projection
     assert p.before.shape == (10, 2) and np.isfinite(p.before).all() and np.isfinite(p.after["MEMIT aligned"]).all()
+
+
+# ---------------------------------------------------------------- lecturing from it (issue 16)
+
+
+def test_session_b_is_dashed_and_a_solid_whatever_their_names(data):
+    ui = WorkbenchUI(make_wb(data))
+    ui.compare_method.value = "alphaedit"   # "AlphaEdit naive" sorts before "MEMIT aligned": style must not follow
+    wb = ui.workbench
+    assert [t.label for t in wb.tracks] == ["MEMIT aligned", "AlphaEdit naive"]
+    for key in ("edit", "lm", "latent"):
+        traces = [t for t in ui.figures[key].data if t.mode == "lines+markers"]
+        assert {t.line.dash for t in traces if t.name.endswith("MEMIT aligned")} == {"solid"}, key
+        assert {t.line.dash for t in traces if t.name.endswith("AlphaEdit naive")} == {"dash"}, key
+        assert all(t.showlegend is False for t in ui.figures[key].data)   # one key line instead of legends
+    texts = [a.text for a in ui.figures["edit"].layout.annotations]
+    assert any("A: MEMIT aligned" in t and "B: AlphaEdit naive" in t and "- -" in t for t in texts)
+    assert panels.style_heading(["MEMIT aligned", "AlphaEdit naive"]) == "solid: MEMIT aligned, dashed: AlphaEdit naive"
+
+
+def test_a_browser_click_queued_while_busy_does_not_run_a_second_step(data):
+    ui = WorkbenchUI(make_wb(data, compare=None, eval_every=0))
+    wb = ui.workbench
+    browser_click = {"event": "click"}
+    ui.step_button._handle_button_msg(None, browser_click, [])
+    assert wb.n_steps == 1
+    ui.step_button._handle_button_msg(None, browser_click, [])   # the double click's second half, handled just after
+    assert wb.n_steps == 1
+    ui._busy = True                                               # a click reaching the handler mid-step
+    ui.step_button._handle_button_msg(None, browser_click, [])
+    ui._busy = False
+    assert wb.n_steps == 1
+    ui._ended -= 1.0                                              # a deliberate click, later on
+    ui.step_button._handle_button_msg(None, browser_click, [])
+    assert wb.n_steps == 2
+
+
+def test_enter_in_the_probe_box_generates(data):
+    ui = WorkbenchUI(make_wb(data, compare=None), max_new_tokens=4)
+    assert ui.probe_output.value == ""
+    ui.probe.value = "Alice lives in"        # what Enter does with continuous_update=False
+    assert set(ui.generations) == {"unedited", "MEMIT aligned"} and "Alice lives in" in ui.probe_output.value
+    assert "generated 4 tokens" in ui.message.value
+
+
+def test_cancel_keeps_the_steps_and_puts_the_controls_back(data):
+    ui = WorkbenchUI(make_wb(data))
+    wb = ui.workbench
+    ui.step_button.click()
+    w = [weights(t.loaded) for t in wb.tracks]
+    ui.method.value = "prune"
+    assert ui.confirm_row.layout.display != "none" and "1 step (2 edits)" in ui.confirm_text.value
+    assert ui.step_button.disabled and ui.reset_button.disabled          # answer the question first
+    ui.cancel_button.click()
+    assert wb.n_steps == 1 and ui.method.value == "memit" and "no-ec" not in ui.mode.options
+    assert all(same(a, weights(t.loaded)) for a, t in zip(w, wb.tracks))
+    assert ui.confirm_row.layout.display == "none" and not ui.step_button.disabled
+    ui.reset_button.click()
+    ui.cancel_button.click()
+    assert wb.n_steps == 1 and "kept 1 step" in ui.message.value
+
+
+def test_a_named_pair_sets_both_sessions_and_rebuilds_once(data, monkeypatch):
+    ui = WorkbenchUI(make_wb(data))
+    wb = ui.workbench
+    assert ui.pair.value == "Tables 2/5: aligned vs naive"
+    ui.step_button.click()
+    calls = []
+    orig = wb.configure
+    monkeypatch.setattr(wb, "configure", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    ui.pair.value = "Table 1: Eq. 4 vs Eq. 3 (memorize the latest)"
+    assert not calls and wb.n_steps == 1
+    ui.confirm_button.click()
+    assert len(calls) == 1 and wb.n_steps == 0
+    assert [(t.method, t.mode) for t in wb.tracks] == [("alphaedit", "memorize-full"), ("alphaedit", "memorize-nullspace")]
+    assert (ui.method.value, ui.mode.value, ui.compare_mode.value) == ("alphaedit", "memorize-full", "memorize-nullspace")
+    ui.pair.value = "Algorithm 1: RECT with vs without error correction"   # no steps: no question
+    assert len(calls) == 2 and [t.mode for t in wb.tracks] == ["aligned", "no-ec"]
+    ui.compare_mode.value = "naive"                                        # a hand-made setting: no pair
+    assert ui.pair.value == CUSTOM
+
+
+def test_every_action_shows_its_phase_while_it_runs(data):
+    ui = WorkbenchUI(make_wb(data, compare=None, eval_every=0))
+    wb = ui.workbench
+    ui.step_button.click()
+    seen = []
+    orig = wb.undo
+
+    def spy():
+        seen.append((ui.message.value, ui.progress.description, ui.progress.style.bar_color, ui.undo_button.disabled))
+        return orig()
+
+    wb.undo = spy
+    ui.undo_button.click()
+    (msg, desc, colour, disabled), = seen
+    assert "working: undoing" in msg and "undoing" in desc and colour == "#1f77b4" and disabled
+    assert "undid step 1" in ui.message.value and ui.progress.description == "idle"
+
+
+def test_status_line_splits_edit_and_evaluation_time_and_counts_properly(data):
+    wb = make_wb(data, compare=None, batch_size=1, eval_every=0)
+    assert "0 edits" in wb.status_line()
+    wb.step()
+    line = wb.status_line()
+    assert "1 edit ·" in line and "edit " in line and "evaluation " in line and "7 steps left" in line
+    assert "(discarded 1 edit from 1 step)" in wb.configure(batch_size=2)
+
+
+def test_step_axes_have_integer_ticks_and_ppl_a_sensible_range():
+    rep = Report("A")
+    for s in range(3):
+        rep.add(s, efficacy_all=1.0, ppl=20.0 + 0.01 * s, ppl_unedited=20.0, top1_agreement=1.0)
+    for fig in (panels.edit_metrics_figure(rep), panels.lm_figure(rep)):
+        assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tick0 == 0
+    long = Report("A")
+    for s in range(40):
+        long.add(s, efficacy_all=1.0)
+    dt = panels.edit_metrics_figure(long).layout.xaxis.dtick
+    assert dt == int(dt) and dt > 1
+    lm = panels.lm_figure(rep)
+    lo, hi = lm.layout.yaxis.range
+    assert lo <= 19.0 and hi >= 21.0                         # ±0.01 noise stays small on the axis
+    assert lm.layout.yaxis.title.text
+    dotted = [s for s in lm.layout.shapes if s.line.dash == "dot" and s.y0 == 20.0]
+    assert dotted and dotted[0].yref == "y"
+
+
+def _title_boxes(fig, width=620):
+    """Subplot titles as pixel intervals (centred text, ~0.6 em per character)."""
+    m = fig.layout.margin
+    plot = width - m.l - m.r
+    out = []
+    for a in fig.layout.annotations[:len(fig._grid_ref[0])]:
+        w = len(a.text) * 0.6 * a.font.size
+        out.append((a.x * plot - w / 2, a.x * plot + w / 2, a.x))
+    return out, plot
+
+
+def test_subplot_titles_do_not_overlap_and_fit_their_plots():
+    rep = two_runs()
+    proj = LatentProjection(step=12, before=np.zeros((3, 2)), after={"aligned": np.ones((3, 2))},
+                            edited=[True, False, False], names=["a", "b", "c"])
+    for fig in (panels.lm_figure(rep), panels.latent_figure(rep, proj), panels.latent_figure(rep)):
+        (l1, r1, x1), (l2, r2, x2), plot = *_title_boxes(fig)[0], _title_boxes(fig)[1]
+        half = (1 - panels.SPACING) / 2 * plot                      # one domain's width in px
+        assert r1 < l2 and r1 - l1 <= half and r2 - l2 <= half
+    empty = panels.latent_figure(Report("x"))
+    note = next(a for a in empty.layout.annotations if "UMAP appears" in a.text)
+    assert note.xref == "x domain" and note.x == 0.5 and empty.layout.xaxis.visible is False
+
+
+def test_capability_panel_marks_chance_and_shows_agreement_with_the_unedited_answers(data):
+    wb = make_wb(data, compare=None, eval_every=1)
+    wb.step()
+    row = wb.tracks[0].report.wide().loc[1]
+    assert 0 <= row["glue/sst2/agreement"] <= 1 and not math.isnan(row["glue/sst2/margin"])
+    assert wb.tracks[0].report.wide().loc[0, "glue/sst2/agreement"] == 1.0
+    fig = panels.capability_figure(wb.report(), flat=["sst2"])
+    assert {t.name for t in fig.data} >= {"sst2", "sst2 agreement", "mmlu agreement"}
+    assert sorted(s.y0 for s in fig.layout.shapes if s.line.dash == "dot") == [0.25, 0.5]
+    texts = " ".join(a.text for a in fig.layout.annotations)
+    assert "cannot move on sst2" in texts and "chance" in texts
+    ref = wb.glue_reference
+    assert wb.flat_tasks() == [t for t in ref.gold if len(set(ref.predictions(t))) == 1]
+
+
+def test_order_of_runs_is_checked():
+    with pytest.raises(ValueError, match="order names run 'zzz'"):
+        panels.edit_metrics_figure(two_runs(), order=["zzz"])
