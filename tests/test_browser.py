@@ -1,11 +1,12 @@
 """Notebook 06 in a real browser: JupyterLab on localhost, driven by Playwright with Debian's chromium.
 
 Runs every cell of notebook 06 at CI size (a copy without outputs, in a temporary root: autosave never
-touches the repository), waits for the workbench widget to render, clicks its Step button
-and checks, in the DOM, that the edit-metrics plot gained points; then the same for one step
-of the replay-mode workbench (banked values), and drags the scrubber's slider over the
-recorded runs and checks that its curves were cut there. Screenshots go to ``artifacts/``
-at the repository root.
+touches the repository), waits for the workbench widget to render, and checks in the DOM:
+no two subplot titles overlap; a double click on Step runs one step (the edit-metrics plot
+gains one point per curve); Enter in the probe box generates; a named paper pair asks before
+discarding the steps and then rebuilds both sessions, session A solid and B dashed; one step
+of the replay-mode workbench (banked values); the scrubber's slider cuts the recorded runs'
+curves. Screenshots go to ``artifacts/`` at the repository root.
 
 Skipped when chromium or playwright is missing, except under CI (``$CI`` set), where
 that is a failure.
@@ -40,6 +41,8 @@ EDIT_POINTS = ".scatterlayer .trace .points path"
 WORKBENCH = ".otelab-workbench:not(.otelab-replay)"   # CSS classes the widgets carry (otelab.widgets)
 REPLAY = ".otelab-replay"
 SCRUBBER = ".otelab-scrubber"
+RECT_PAIR = "Algorithm 1: RECT with vs without error correction"   # otelab.widgets.PAIRS
+RECT_A, RECT_B = "RECT aligned", "RECT no-ec"                        # otelab.workbench.track_label
 
 
 def _missing() -> str | None:
@@ -163,8 +166,9 @@ def _plot_points(page, widget: str = WORKBENCH) -> int:
     }""", [widget, EDIT_POINTS])
 
 
-def _click_step(page, widget: str, done: str) -> tuple[int, int, float]:
-    """Click a workbench's Step button; wait until its edit plot gains points and its message says ``done``.
+def _click_step(page, widget: str, done: str, double: bool = False) -> tuple[int, int, float]:
+    """Click (or double-click) a workbench's Step button; wait until its edit plot gains points and its
+    message says ``done``.
 
     Returns:
         (points before, points after, seconds).
@@ -175,7 +179,7 @@ def _click_step(page, widget: str, done: str) -> tuple[int, int, float]:
     assert before > 0, f"the edit-metrics plot of {widget} shows no points after Run All"
     step.scroll_into_view_if_needed()
     t = time.monotonic()
-    step.click()
+    step.dblclick() if double else step.click()
     page.wait_for_function(
         """([widget, sel, n]) => { const p = document.querySelectorAll(`.jp-OutputArea ${widget} .js-plotly-plot`);
            return p.length && p[0].querySelectorAll(sel).length > n; }""",
@@ -184,6 +188,41 @@ def _click_step(page, widget: str, done: str) -> tuple[int, int, float]:
     page.wait_for_function("([widget, done]) => [...document.querySelectorAll(`.jp-OutputArea ${widget} .widget-html`)]"
                            ".some(e => e.textContent.includes(done))", arg=[widget, done], timeout=60_000)
     return before, _plot_points(page, widget), seconds
+
+
+def _overlapping_titles(page, widget: str) -> list:
+    """Pairs of paper-anchored annotations (subplot titles, keys) whose boxes intersect, per plot of a widget."""
+    return page.evaluate("""(widget) => {
+        const bad = [];
+        document.querySelectorAll(`.jp-OutputArea ${widget} .js-plotly-plot`).forEach((gd, p) => {
+            const anns = (gd.layout.annotations || []).map((a, i) => [a, i])
+                .filter(([a]) => a.xref === 'paper' && a.yref === 'paper');
+            const boxes = anns.map(([a, i]) => {
+                const el = gd.querySelector(`.annotation[data-index="${i}"] .annotation-text-g`);
+                return el ? [a.text, el.getBoundingClientRect()] : null;
+            }).filter(Boolean);
+            for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+                const [ta, a] = boxes[i], [tb, b] = boxes[j];
+                if (a.width && b.width && a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom)
+                    bad.push([p, ta, tb]);
+            }
+        });
+        return bad;
+    }""", widget)
+
+
+def _dashes(page, widget: str) -> dict:
+    """{trace name: line dash} of a widget's first plot (the edit-metrics panel)."""
+    return page.evaluate("""(widget) => {
+        const gd = document.querySelector(`.jp-OutputArea ${widget} .js-plotly-plot`);
+        return Object.fromEntries(gd._fullData.map(t => [t.name, t.line ? t.line.dash : null]));
+    }""", widget)
+
+
+def _message(page, widget: str) -> str:
+    """The text of the workbench's message line (the widget-html that says what happened last)."""
+    return page.evaluate("""(widget) => [...document.querySelectorAll(`.jp-OutputArea ${widget} .widget-html`)]
+        .map(e => e.textContent).join(' | ')""", widget)
 
 
 def _drag_scrubber(page, to: float) -> str:
@@ -253,11 +292,42 @@ def test_notebook_06_workbench_steps_in_a_real_browser(browser_ready, tmp_path):
                 assert errors.count() == 0, errors.first.inner_text()
                 page.wait_for_function("() => document.querySelectorAll('.jp-OutputArea .js-plotly-plot').length >= 4",
                                        timeout=60_000)
-                before, after, step_s = _click_step(page, WORKBENCH, "step 2 done")
-                # every curve (2 sessions × 5 edit metrics) gains exactly one point
+                overlaps = _overlapping_titles(page, WORKBENCH)
+                assert not overlaps, f"subplot titles overlap: {overlaps}"
+                # a double click on Step runs ONE step: every curve (2 sessions × 5 edit metrics) gains one point
+                before, after, step_s = _click_step(page, WORKBENCH, "step 2 done", double=True)
                 assert after - before == 10, (before, after)
+                time.sleep(4)   # a second step would have started by now
+                assert _plot_points(page, WORKBENCH) == after and "working" not in _message(page, WORKBENCH)
                 page.locator(f".jp-OutputArea {WORKBENCH} .js-plotly-plot").first.scroll_into_view_if_needed()
                 page.screenshot(path=str(artifacts / "browser_workbench.png"))
+                # Enter in the probe box generates
+                probe = page.locator(f".jp-OutputArea {WORKBENCH} .widget-text input[type='text']").first
+                probe.fill("The Eiffel Tower stands in the city of")
+                probe.press("Enter")
+                page.wait_for_function("(w) => [...document.querySelectorAll(`.jp-OutputArea ${w} .widget-html`)]"
+                                       ".some(e => e.textContent.includes('generated') )", arg=WORKBENCH, timeout=120_000)
+                assert "Eiffel Tower stands" in _message(page, WORKBENCH)
+                # a named pair asks before discarding the steps; Rebuild sets both sessions at once
+                pair = page.locator(f".jp-OutputArea {WORKBENCH} .widget-dropdown", has_text="paper pair").locator("select")
+                pair.select_option(label=RECT_PAIR)
+                confirm = page.locator(f".jp-OutputArea {WORKBENCH} .widget-button", has_text=re.compile(r"^\s*Rebuild\s*$"))
+                confirm.wait_for(state="visible", timeout=60_000)
+                assert "discards 2 steps" in _message(page, WORKBENCH)
+                assert _plot_points(page, WORKBENCH) == after   # nothing discarded before the answer
+                confirm.click()
+                page.wait_for_function("(w) => [...document.querySelectorAll(`.jp-OutputArea ${w} .widget-html`)]"
+                                       ".some(e => e.textContent.includes('rebuilt'))", arg=WORKBENCH, timeout=STEP_S * 1000)
+                page.wait_for_function("([w, n]) => { const p = document.querySelectorAll(`.jp-OutputArea ${w} .js-plotly-plot`);"
+                                       " return p.length && p[0].querySelectorAll('" + EDIT_POINTS + "').length < n; }",
+                                       arg=[WORKBENCH, after], timeout=60_000)
+                # A solid, B dashed: the line style follows the session, whatever the editors' names
+                dashes = _dashes(page, WORKBENCH)
+                a = {d for n, d in dashes.items() if n.endswith(" · " + RECT_A)}
+                b = {d for n, d in dashes.items() if n.endswith(" · " + RECT_B)}
+                assert a == {"solid"} and b == {"dash"}, dashes
+                assert not _overlapping_titles(page, WORKBENCH)
+                page.screenshot(path=str(artifacts / "browser_pair.png"))
                 # replay mode: one more banked step (the notebook made the first)
                 r_before, r_after, replay_s = _click_step(page, REPLAY, "step 2 done")
                 assert r_after - r_before == 10, (r_before, r_after)
