@@ -76,11 +76,11 @@ SUMMARY_METRICS = ("efficacy_all", "paraphrase_all", "efficacy_latest", "specifi
 # the report's summary as two tables of short headers (one of 14 columns ran past a 1440 px window):
 # (table title, [(summary key, column header, what the column is)])
 SUMMARY_TABLES = (
-    ("The edits", [("efficacy_all", "efficacy", "edit prompt prefers the new object to the true one, all edits so far"),
+    ("The edits", [("efficacy_all", "efficacy", "edit prompts prefer the new object, all edits so far"),
                    ("paraphrase_all", "paraphrase", "the same on paraphrases of the edit prompts"),
                    ("efficacy_latest", "latest batch", "efficacy on the last batch only"),
                    ("specificity", "specificity", "neighbourhood prompts still prefer the true object"),
-                   ("specificity_retained", "spec. kept", "neighbourhood prompts keep the unedited model's preference"),
+                   ("specificity_retained", "spec. kept", "neighbourhood prompts keep the unedited model's choice"),
                    ("neighbourhood_kl", "neighb. KL", "KL to the unedited model on neighbourhood prompts")]),
     ("The rest of the model", [("ppl", "perplexity", "on held-out texts"),
                                ("top1_agreement", "top-1 agree", "next-token agreement with the unedited model"),
