@@ -56,6 +56,15 @@ PAIR_TITLES = {
     ("prune:aligned", "prune:no-ec"): "Table 5: PRUNE, with vs without Algorithm 1's error correction",
     ("rect:aligned", "rect:no-ec"): "Table 5: RECT, with vs without Algorithm 1's error correction",
 }
+# the report's headings and contents name a pair by these; the full title goes in the section text
+PAIR_SHORT = {
+    ("alphaedit:memorize-full", "alphaedit:memorize-nullspace"): "Table 1, Eq. 4 vs Eq. 3",
+    ("memit:aligned", "memit:naive"): "Tables 2/5, MEMIT",
+    ("alphaedit:aligned", "alphaedit:naive"): "Tables 2/5, AlphaEdit",
+    ("alphaedit:aligned", "alphaedit:memorize-nullspace"): "Tables 2/5, AlphaEdit vs Eq. 3",
+    ("prune:aligned", "prune:no-ec"): "Table 5, PRUNE",
+    ("rect:aligned", "rect:no-ec"): "Table 5, RECT",
+}
 # direction of "better" for the summary's per-metric verdict
 HIGHER_BETTER = ("efficacy_all", "paraphrase_all", "specificity", "specificity_retained", "top1_agreement",
                  "glue_mean")
@@ -64,6 +73,23 @@ LOWER_BETTER = ("ppl", "latent_drift_unrelated", "neighbourhood_kl")
 TIE_ABS, TIE_REL = 0.02, 0.02
 SUMMARY_METRICS = ("efficacy_all", "paraphrase_all", "efficacy_latest", "specificity", "specificity_retained",
                    "neighbourhood_kl", "ppl", "top1_agreement", "latent_drift_unrelated", "glue_mean", "delta_norm")
+# the report's summary as two tables of short headers (one of 14 columns ran past a 1440 px window):
+# (table title, [(summary key, column header, what the column is)])
+SUMMARY_TABLES = (
+    ("The edits", [("efficacy_all", "efficacy", "edit prompts prefer the new object, all edits so far"),
+                   ("paraphrase_all", "paraphrase", "the same on paraphrases of the edit prompts"),
+                   ("efficacy_latest", "latest batch", "efficacy on the last batch only"),
+                   ("specificity", "specificity", "neighbourhood prompts still prefer the true object"),
+                   ("specificity_retained", "spec. kept", "neighbourhood prompts keep the unedited model's choice"),
+                   ("neighbourhood_kl", "neighb. KL", "KL to the unedited model on neighbourhood prompts")]),
+    ("The rest of the model", [("ppl", "perplexity", "on held-out texts"),
+                               ("top1_agreement", "top-1 agree", "next-token agreement with the unedited model"),
+                               ("latent_drift_unrelated", "latent drift",
+                                "1 − cos of unrelated subjects' hidden states"),
+                               ("glue_mean", "probes", "mean probe accuracy"),
+                               ("delta_norm", "‖W − W0‖", "Σ‖W − W0‖_F over the edited layers"),
+                               ("edit_s_per_step", "s / step", "wall-clock seconds per edit step")]),
+)
 # how the findings name each compared metric
 METRIC_WORDS = {"efficacy_all": "efficacy on all edits so far", "paraphrase_all": "paraphrase success on all edits",
                 "specificity": "specificity (neighbourhood prompts still right)",
@@ -326,9 +352,6 @@ def run_demo(cfg: DemoConfig, out: str | Path = "runs/demo", progress: bool = Tr
     Returns:
         The dict written to ``metrics.json``.
     """
-    import platform
-
-    import torch
     from tqdm.auto import tqdm
 
     from otelab.covariance import get_covariance
@@ -420,13 +443,8 @@ def run_demo(cfg: DemoConfig, out: str | Path = "runs/demo", progress: bool = Tr
                       "trajectory": pair_trajectory(combined, results[a].label, results[b].label)})
     timings["total"] = time.perf_counter() - t_all
 
-    settings = {**asdict(cfg), "pairs": [list(p) for p in cfg.pairs], "model_resolved": loaded.preset.name,
-                "layers": layers, "preset": loaded.preset.to_dict(), "fingerprint": loaded.fingerprint,
-                "n_steps": steps, "latent_layer": latent_layer, "values": "optimised once per batch on the "
-                "unedited model, shared by all runs" if values is not None else "optimised per run and step",
-                "glue_tasks": sorted(data.glue), "n_latent_records": len(data.latent_records),
-                "torch": torch.__version__, "python": platform.python_version(),
-                "threads": torch.get_num_threads(), "device": str(loaded.device), "values_source": values_note}
+    settings = demo_settings(cfg, loaded, data, latent_layer, shared_values=values is not None,
+                             values_note=values_note)
     for p in pairs:
         p["findings"] = pair_findings(p, settings)
     metrics = {"format": "otelab-demo/1", "settings": settings, "verify": verify_res, "summary": summary,
@@ -440,9 +458,41 @@ def run_demo(cfg: DemoConfig, out: str | Path = "runs/demo", progress: bool = Tr
     from otelab import html_report
 
     html_report.write(out / "report.html", "otelab demo: aligned vs misaligned sequential editing",
-                      build_sections(metrics, combined, results, projection),
+                      build_sections(metrics, results, projection),
                       subtitle=_subtitle(settings), settings=settings)
     return metrics
+
+
+def demo_settings(cfg: DemoConfig, loaded, data, latent_layer: int, *, shared_values: bool = True,
+                  values_note: str = "") -> dict:
+    """The exact settings of a demo run, as written to metrics.json and shown in the report.
+
+    Arguments:
+        cfg: the demo's settings.
+        loaded: the model that was edited (:class:`otelab.models.LoadedModel`).
+        data: the stream's :class:`otelab.workbench.WorkbenchData` (its probe tasks and latent records).
+        latent_layer: the ``hidden_states`` index of the latent-drift states.
+        shared_values: whether the target values were optimised once and shared by every run.
+        values_note: where the shared values came from (the shipped file, or why not).
+    Returns:
+        ``asdict(cfg)`` with ``model`` naming the model that was loaded, plus what was resolved
+        at run time (layers, preset, fingerprint, steps, versions, device).
+    """
+    import platform
+
+    import torch
+
+    return {**asdict(cfg),
+            # cfg.model None means "the default model", which the report showed as "—": name the one loaded
+            "model": cfg.model or loaded.preset.name,
+            "pairs": [list(p) for p in cfg.pairs], "model_resolved": loaded.preset.name,
+            "layers": list(loaded.layers), "preset": loaded.preset.to_dict(), "fingerprint": loaded.fingerprint,
+            "n_steps": cfg.n_records // cfg.batch_size, "latent_layer": latent_layer,
+            "values": "optimised once per batch on the unedited model, shared by all runs" if shared_values
+            else "optimised per run and step",
+            "glue_tasks": sorted(data.glue), "n_latent_records": len(data.latent_records),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "device": str(loaded.device), "values_source": values_note}
 
 
 def _json_default(o):
@@ -536,16 +586,54 @@ def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def latest_note(p: dict) -> str:
+    """What "misaligned better on earlier edits" means when the aligned run is a memorize-the-latest rule.
+
+    Memorize-the-latest (Eq. 4, ``memorize-full``) asks each step to fit the latest batch and keep
+    the preserved keys where the unedited model had them; earlier edits are not in its objective,
+    so overwriting them is what it is meant to do, and its pull-back −S C0 P undoes part of them.
+    Eq. 3 drops that term, so more of what earlier steps wrote stays in W, the same leftover that
+    moves the model away from the unedited one. Without this sentence a reader takes a higher
+    efficacy over all edits for Eq. 3 as a point against the paper's Table 1.
+
+    Arguments:
+        p: one entry of ``metrics["pairs"]`` (``aligned``, ``misaligned``, ``metrics``).
+    Returns:
+        The explanation, or ``""`` when the pair is not memorize-the-latest or the misaligned run
+        is not better on the all-edits scores.
+    """
+    if not p["aligned"].partition(":")[2].startswith("memorize-"):
+        return ""
+    won = [m for m in ("efficacy_all", "paraphrase_all") if p["metrics"].get(m, {}).get("better") == "misaligned"]
+    if not won:
+        return ""
+    A, B = run_label(p["aligned"]), run_label(p["misaligned"])
+    return (f"Why {B} is ahead on {' and '.join(METRIC_WORDS[m] for m in won)}: memorize-the-latest asks each "
+            f"step to fit the latest batch and keep the preserved knowledge, not earlier edits, so {A} may "
+            "overwrite them (Eq. 4's pull-back −S C0 P undoes part of them), while Eq. 3 drops that term and more "
+            "of what earlier steps wrote stays in W, the same leftover that moves the model away from the unedited "
+            f"one. So this is no point against {A}: Table 1's claim is about preservation (specificity, "
+            "neighbourhood KL, perplexity, top-1 agreement, latent drift, probes).")
+
+
 def pair_sentence(p: dict) -> str:
-    """One line with the final numbers of a pair on the key metrics (no adjectives added)."""
+    """One line with the final numbers of a pair on the key metrics (no adjectives added).
+
+    Arguments:
+        p: one entry of ``metrics["pairs"]``.
+    Returns:
+        The numbers, the count of metrics each run is better on, and :func:`latest_note` where it applies.
+    """
     keys = [m for m in ("efficacy_all", "specificity", "ppl", "top1_agreement", "latent_drift_unrelated", "glue_mean")
             if m in p["metrics"]]
     nums = "; ".join(f"{m} {_fmt(p['metrics'][m]['aligned'])} vs {_fmt(p['metrics'][m]['misaligned'])}" for m in keys)
     ab, mb = p["aligned_better"], p["misaligned_better"]
+    note = latest_note(p)
     return (f"{run_label(p['aligned'])} vs {run_label(p['misaligned'])}: {nums}. Of {len(p['metrics'])} metrics, "
             f"aligned better on {len(ab)}" + (f" ({', '.join(ab)})" if ab else "")
             + f", misaligned better on {len(mb)}" + (f" ({', '.join(mb)})" if mb else "")
-            + f", the rest within tolerance ({TIE_ABS} for scores, {TIE_REL:.0%} relative otherwise).")
+            + f", the rest within tolerance ({TIE_ABS} for scores, {TIE_REL:.0%} relative otherwise)."
+            + (f" {note}" if note else ""))
 
 
 def pair_trajectory(combined, aligned_label: str, misaligned_label: str) -> list[dict]:
@@ -618,11 +706,58 @@ def pair_findings(p: dict, settings: dict) -> str:
                  + (" (sign flipped so that positive favours " + A + ")" if sign < 0 else "")
                  + " was " + ", ".join(f"{d:+.3g} after {int(c['edits'])}" for d, c in zip(diffs, traj)) + " edits"
                  + (f"; it first exceeded the tolerance after {int(first['edits'])} edits." if first else "."))
-    return text
+    note = latest_note(p)
+    return f"{text} {note}" if note else text
 
 
-def build_sections(metrics: dict, combined, results: dict, projection=None) -> list[tuple]:
-    """The report's sections: summary, verification, then per pair the four panels and ‖W − W0‖."""
+def pair_heading(pair: tuple, index: int) -> str:
+    """The short name a pair's sections carry in the report's headings and contents.
+
+    Arguments:
+        pair: ``(aligned spec, misaligned spec)``.
+        index: the pair's place in the run (1-based), the name of a pair without a short name.
+    Returns:
+        At most about 30 characters (``"Table 1, Eq. 4 vs Eq. 3"``, ``"Pair 3"``).
+    """
+    return PAIR_SHORT.get(tuple(pair), f"Pair {index}")
+
+
+def summary_html(summary: Sequence[dict], settings: dict) -> str:
+    """The final metrics of every run as the tables of :data:`SUMMARY_TABLES`, each with a key to its columns.
+
+    Arguments:
+        summary: ``metrics["summary"]``, one row per run.
+        settings: ``metrics["settings"]`` (what the scores were measured on).
+    Returns:
+        HTML: per table a subheading, the table (run label plus at most six short columns) and a key.
+    """
+    import html as _html
+
+    from otelab.html_report import table_html
+
+    on = {"specificity": f"{settings['n_neigh']} neighbourhood prompt(s) per edit",
+          "ppl": f"{settings['n_texts']} held-out texts of {settings['max_len']} tokens",
+          "glue_mean": f"{', '.join(settings['glue_tasks']) or 'no'} probes, {settings['glue_n']} items each"}
+    out = []
+    for title, cols in SUMMARY_TABLES:
+        rows = [{"run": r["run"], **{head: r.get(key) for key, head, _ in cols}} for r in summary]
+        key = "; ".join(f"<b>{_html.escape(head)}</b>: {_html.escape(what)}"
+                        + (f" ({_html.escape(on[k])})" if k in on else "") for k, head, what in cols)
+        out.append(f"<h3>{_html.escape(title)}</h3>{table_html(rows)}<p class='caption'>{key}.</p>")
+    return "\n".join(out)
+
+
+def build_sections(metrics: dict, results: dict, projection=None) -> list[tuple]:
+    """The report's sections: summary, verification, then per pair the four panels and ‖W − W0‖.
+
+    Arguments:
+        metrics: what :func:`run_demo` writes to metrics.json.
+        results: ``{spec: RunResult}``.
+        projection: the UMAP of subject states (:class:`otelab.workbench.LatentProjection`) or None.
+    Returns:
+        ``(kind, title, content, caption)`` tuples for :func:`otelab.html_report.render`; titles are
+        short (they make the contents), the detail is in the captions.
+    """
     import html as _html
 
     from otelab import panels
@@ -637,12 +772,8 @@ def build_sections(metrics: dict, combined, results: dict, projection=None) -> l
              "keeps).</p><ul>"
              + "".join(f"<li>{_html.escape(p['findings'])}</li>" for p in metrics["pairs"]) + "</ul>")
     secs.append(("text", "What was run and what it shows", intro, ""))
-    secs.append(("table", "Summary: final metrics of every run", metrics["summary"],
-                 f"After {s['n_records']} edits ({s['n_steps']} steps of {s['batch_size']}). efficacy / paraphrase "
-                 f"over all edits so far; specificity on {s['n_neigh']} neighbourhood prompt(s) per edit; ppl and "
-                 f"top-1 agreement on {s['n_texts']} held-out texts ({s['max_len']} tokens); latent drift 1 − cos "
-                 f"of unrelated subjects' states; glue_mean: mean accuracy over {', '.join(s['glue_tasks']) or 'no'} "
-                 f"probes ({s['glue_n']} items each); delta_norm Σ‖W − W0‖_F."))
+    secs.append(("text", "Summary: final metrics of every run", summary_html(metrics["summary"], s),
+                 f"After {s['n_records']} edits ({s['n_steps']} steps of {s['batch_size']})."))
     v = metrics.get("verify")
     if v is not None:
         rows = [{"identity": r["name"], "paper": r["ref"], "max rel. residual": r["max_rel_residual"],
@@ -656,7 +787,7 @@ def build_sections(metrics: dict, combined, results: dict, projection=None) -> l
         if v.get("toy_collapse"):
             secs.append(("figure", "Theory: the toy collapse (Eq. 3 vs Eq. 4)", _toy_figure(v["toy_collapse"]),
                          "The synthetic OLS world of notebook 01."))
-    for p in metrics["pairs"]:
+    for i, p in enumerate(metrics["pairs"], start=1):
         la, lb = results[p["aligned"]].label, results[p["misaligned"]].label
         rep = Report.combine(results[p["aligned"]].report, results[p["misaligned"]].report)
         proj = None
@@ -664,15 +795,18 @@ def build_sections(metrics: dict, combined, results: dict, projection=None) -> l
             proj = copy.copy(projection)
             proj.after = {k: x for k, x in projection.after.items() if k in (la, lb)}
         figs = panels.all_panels(rep, proj, order=[la, lb])
-        head = f"{p['title']} — {panels.style_heading([la, lb])}"   # the panels' own style mapping
-        secs.append(("figure", f"{head}: edit metrics", figs["edit"], _html.escape(pair_sentence(p))))
-        secs.append(("figure", f"{head}: general capability", figs["capability"],
-                     "Probe accuracy before editing (step 0) and after the last step."))
-        secs.append(("figure", f"{head}: language-model drift", figs["lm"], ""))
-        secs.append(("figure", f"{head}: latent drift", figs["latent"],
-                     "States at the output of the last edited block, subject's last token."
+        short = pair_heading((p["aligned"], p["misaligned"]), i)
+        styles = panels.style_heading([la, lb])   # the panels' own mapping: A solid, B dashed
+        lines = _html.escape(f"{p['title']}. {styles[0].upper()}{styles[1:]}.")
+        secs.append(("figure", f"{short}: edit metrics", figs["edit"],
+                     f"<b>{lines}</b> " + _html.escape(pair_sentence(p))))
+        secs.append(("figure", f"{short}: general capability", figs["capability"],
+                     f"{lines} Probe accuracy before editing (step 0) and after the last step."))
+        secs.append(("figure", f"{short}: language-model drift", figs["lm"], lines))
+        secs.append(("figure", f"{short}: latent drift", figs["latent"],
+                     f"{lines} States at the output of the last edited block, subject's last token."
                      + ("" if proj is not None else " (UMAP not drawn in this run.)")))
-        secs.append(("figure", f"{head}: weight change", _delta_figure(rep), ""))
+        secs.append(("figure", f"{short}: weight change", _delta_figure(rep), lines))
     rows, ours = paper_beside(metrics)
     if rows:
         secs.append(("table", "The paper beside otelab", rows,

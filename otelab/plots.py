@@ -78,20 +78,53 @@ def collapse_figure(nullspace: ToyTrace, full: ToyTrace, *, widget: bool = False
     return go.FigureWidget(fig) if widget else fig
 
 
+# axis and legend names of collapse_sweep's columns
+SWEEP_TITLES = {"n": "batch size n", "threshold": "projector threshold", "null_dims": "null dims",
+                "lam": "λ", "T": "steps T", "ratio": "Eq. 3 / Eq. 4 preserved error",
+                "nullspace": "Eq. 3 preserved error", "full": "Eq. 4 preserved error", "leak": "leak tr(PC0)/tr(C0)"}
+
+
+def _log_ticks(values: Sequence[float], most: int = 8) -> list[float]:
+    """Tick positions for a log axis: the sampled values themselves when there are few, else 1-2-5 steps.
+
+    plotly's own log ticks label the minor steps with single digits ("9, 1, 2 … 10") and can leave
+    the largest sampled value without a label; a sweep has few values, so each gets its own tick.
+
+    Arguments:
+        values: the positive x values drawn.
+        most: above this many distinct values, 1, 2, 5, 10, 20, … within their range instead.
+    Returns:
+        Sorted tick positions.
+    """
+    xs = sorted({float(v) for v in values})
+    if len(xs) <= most:
+        return xs
+    lo, hi = math.floor(math.log10(xs[0])), math.ceil(math.log10(xs[-1]))
+    return [m * 10.0 ** e for e in range(lo, hi + 1) for m in (1, 2, 5) if xs[0] <= m * 10.0 ** e <= xs[-1]]
+
+
 def sweep_figure(df, *, x: str = "n", color: str = "null_dims", y: str = "ratio", title: str = "") -> go.Figure:
-    """Lines of ``y`` against ``x``, one per value of ``color`` (mean over seeds, with min-max bars).
+    """Lines of ``y`` against ``x`` on a log x axis, one per value of ``color`` (mean over seeds, min-max bars).
 
     Arguments:
         df: from :func:`otelab.toy.collapse_sweep`.
+        x, color, y: its columns for the axis, the lines and the values (named by :data:`SWEEP_TITLES`).
+        title: figure title.
+    Returns:
+        A ``go.Figure`` whose x ticks sit at the sampled values (each labelled) when there are
+        at most 8 of them, else at 1, 2, 5, 10, 20, …
     """
     fig = go.Figure()
+    name = SWEEP_TITLES.get(color, color)
     for key, grp in df.groupby(color, sort=True):
         g = grp.groupby(x)[y].agg(["mean", "min", "max"]).reset_index()
-        fig.add_scatter(x=g[x], y=g["mean"], mode="lines+markers", name=f"{color} = {key}",
+        fig.add_scatter(x=g[x], y=g["mean"], mode="lines+markers", name=f"{name} = {key}",
                         error_y=dict(type="data", symmetric=False, array=g["max"] - g["mean"],
                                      arrayminus=g["mean"] - g["min"]))
-    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, template="plotly_white", height=380)
-    fig.update_xaxes(type="log")
+    ticks = _log_ticks(df[x])
+    fig.update_layout(title=title, xaxis_title=f"{SWEEP_TITLES.get(x, x)} (log scale)",
+                      yaxis_title=SWEEP_TITLES.get(y, y), template="plotly_white", height=380)
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     return fig
 
 

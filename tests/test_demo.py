@@ -64,10 +64,11 @@ def test_demo_quick_tiny_writes_metrics_and_report(tmp_path, offline_texts, corp
         assert set(p["aligned_better"]).isdisjoint(p["misaligned_better"])
         assert {d["better"] for d in p["metrics"].values()} <= {"aligned", "misaligned", "tie"}
     # the page: every panel of every pair, the verification, the settings, plotly.js inline once
-    for a, b in demo.DEFAULT_PAIRS:
-        title = demo.PAIR_TITLES[(a, b)]
+    for i, (a, b) in enumerate(demo.DEFAULT_PAIRS, start=1):
+        lines = html.escape(f"{demo.PAIR_TITLES[(a, b)]}. Solid: {demo.run_label(a)}, dashed: {demo.run_label(b)}.")
         for panel in PANELS:
-            assert f"{title} — solid: {demo.run_label(a)}, dashed: {demo.run_label(b)}: {panel}" in page, panel
+            assert f">{html.escape(demo.pair_heading((a, b), i))}: {panel}</h2>" in page, panel
+        assert page.count(lines) == len(PANELS)
     assert "Theory: every identity, checked numerically" in page
     assert "Settings used" in page and "&quot;n_records&quot;: 4" in page and "tiny-llama" in page
     n_panels = len(re.findall(r"<div class='panel'", page))
@@ -217,3 +218,104 @@ def test_paper_numbers_stand_beside_the_demo_runs():
     assert eff["MEMIT aligned"]["paper"] == claim.paper_numbers["memit:aligned"].value("efficacy_all")
     expected = {c.where for c in paper.CLAIMS if {"memit:aligned", "memit:naive"} & set(c.paper_numbers)}
     assert {r["claim"] for r in rows} == expected
+
+
+# --------------------------------------------------------------------------- the report, from a recorded-like run
+
+def _fake_run(settings: dict, eff_misaligned: float = 1.0) -> tuple[dict, dict]:
+    """``(metrics, results)`` as :func:`otelab.demo.run_demo` builds them, for the default pairs, without editing.
+
+    Every run scores the same but for ``efficacy_all``: the aligned runs end at 0.5, the
+    misaligned ones at ``eff_misaligned``.
+    """
+    from otelab.report import Report
+
+    results = {}
+    for a, b in demo.DEFAULT_PAIRS:
+        for spec, eff in ((a, 0.5), (b, eff_misaligned)):
+            rep = Report(demo.run_label(spec), meta={"spec": spec})
+            for t in range(3):
+                rep.add(t, edits=2.0 * t, efficacy_all=eff * t / 2, paraphrase_all=0.5, efficacy_latest=0.9,
+                        specificity=0.8, specificity_retained=0.9, neighbourhood_kl=0.1 * t, ppl=20.0 + t,
+                        top1_agreement=1 - 0.05 * t, latent_drift=0.01 * t, latent_drift_edited=0.02 * t,
+                        latent_drift_unrelated=0.01 * t, glue_mean=0.5, delta_norm=3.0 * t,
+                        **{"glue/boolq/acc": 0.5, "glue/sst2/acc": 0.5})
+            results[spec] = demo.RunResult(spec, demo.run_label(spec), rep)
+    summary = [{"run": r.label, "spec": spec, **{m: r.report.latest().get(m) for m in demo.SUMMARY_METRICS},
+                "edit_s_per_step": 0.25} for spec, r in results.items()]
+    pairs = []
+    for a, b in demo.DEFAULT_PAIRS:
+        v = demo._verdict(results[a].report.latest(), results[b].report.latest())
+        p = {"title": demo.PAIR_TITLES[(a, b)], "aligned": a, "misaligned": b, "metrics": v, "trajectory": [],
+             "aligned_better": [m for m, d in v.items() if d["better"] == "aligned"],
+             "misaligned_better": [m for m, d in v.items() if d["better"] == "misaligned"]}
+        p["findings"] = demo.pair_findings(p, settings)
+        pairs.append(p)
+    return {"settings": settings, "summary": summary, "pairs": pairs, "verify": None,
+            "timings": {"total": 1.0}}, results
+
+
+@pytest.fixture(scope="module")
+def tiny_settings():
+    """The settings of a default-model demo run (``model`` not given) on a tiny random model."""
+    from types import SimpleNamespace
+
+    from otelab.models import tiny_model
+
+    data = SimpleNamespace(glue={"boolq": [], "sst2": []}, latent_records=[])
+    return demo.demo_settings(demo.DemoConfig.quick(), tiny_model("llama"), data, latent_layer=3)
+
+
+def _section_html(page: str, title: str) -> str:
+    """The markup from the heading ``title`` to the next ``<h2``."""
+    start = page.index(f">{html.escape(title)}</h2>")
+    return page[start:page.index("<h2", start)]
+
+
+def test_report_contents_have_short_headings_and_keep_the_detail(tiny_settings):
+    metrics, results = _fake_run(tiny_settings)
+    page = html_report.render("t", demo.build_sections(metrics, results), settings=tiny_settings)
+    toc = re.findall(r"<li><a href='#[^']+'>([^<]*)</a></li>", page)
+    assert len(toc) >= 2 + len(demo.DEFAULT_PAIRS) * len(PANELS)
+    assert max(len(html.unescape(t)) for t in toc) <= 50, toc
+    for a, b in demo.DEFAULT_PAIRS:        # the long title moved into the section text, not dropped
+        assert html.escape(demo.PAIR_TITLES[(a, b)]) in page
+
+
+def test_report_summary_tables_fit_a_laptop_window(tiny_settings):
+    """14 columns of snake_case headers ran past 1440 px: now tables of ≤ 7 short headers, every metric kept."""
+    metrics, results = _fake_run(tiny_settings)
+    page = html_report.render("t", demo.build_sections(metrics, results), settings=tiny_settings)
+    summary = _section_html(page, "Summary: final metrics of every run")
+    tables = re.findall(r"<table>.*?</table>", summary, flags=re.S)
+    assert len(tables) == len(demo.SUMMARY_TABLES)
+    heads = []
+    for t in tables:
+        cols = [html.unescape(h) for h in re.findall(r"<th[^>]*>([^<]*)</th>", t)]
+        assert len(cols) <= 7 and max(len(c) for c in cols) <= 12, cols
+        assert t.count("<tr>") == 1 + len(results)          # header plus one row per run
+        heads += cols[1:]
+    assert heads == [head for _, cols in demo.SUMMARY_TABLES for _, head, _ in cols]
+    assert {key for _, cols in demo.SUMMARY_TABLES for key, _, _ in cols} == set(demo.SUMMARY_METRICS) | {
+        "edit_s_per_step"}
+    assert "<b>latent drift</b>: 1 − cos of unrelated subjects" in summary     # the key says what a column is
+
+
+def test_report_settings_name_the_default_model(tiny_settings):
+    assert tiny_settings["model"] == tiny_settings["model_resolved"] == "tiny-llama"
+    page = html_report.render("t", [], settings=tiny_settings)
+    assert "<td class='l'>model</td><td class='l'>tiny-llama</td>" in page
+    assert "<td class='l'>model</td><td class='l'>—</td>" not in page
+
+
+def test_memorize_the_latest_pair_explains_why_eq3_keeps_more_edits(tiny_settings):
+    metrics, _ = _fake_run(tiny_settings)
+    table1, memit = metrics["pairs"]
+    assert table1["misaligned_better"] == memit["misaligned_better"] == ["efficacy_all"]
+    for text in (table1["findings"], demo.pair_sentence(table1)):
+        assert "Why AlphaEdit memorize-nullspace is ahead on efficacy on all edits so far: memorize-the-latest" in text
+        assert "Table 1's claim is about preservation" in text
+    # naive MEMIT ahead on old edits would be a real finding: no excuse is made for it
+    assert demo.latest_note(memit) == "" and "Why" not in memit["findings"]
+    tied, _ = _fake_run(tiny_settings, eff_misaligned=0.5)
+    assert demo.latest_note(tied["pairs"][0]) == ""

@@ -1,6 +1,8 @@
 """Tests for otelab.exercises: each checker accepts the reference and rejects classic mistakes with a hint."""
 from __future__ import annotations
 
+import pytest
+
 from otelab import exercises as ex
 from otelab import ote
 
@@ -103,3 +105,21 @@ def test_prop_a3_checker_accepts_the_papers_verbatim_algorithm(capsys):
         applied, C, E_new = paper(W, K, V, C_prev, E, post)
         return applied, C, -E_new
     assert not ex.check_prop_a3(paper_wrong_sign)
+
+
+def test_every_checker_has_a_solution_that_passes_it(capsys):
+    checkers = {n[len("check_"):] for n in ex.__all__ if n.startswith("check_")}
+    assert set(ex.SOLUTIONS) == checkers
+    for name, sol in ex.SOLUTIONS.items():
+        assert getattr(ex, f"check_{name}")(sol.define()), name
+    assert capsys.readouterr().out.count("✓") == len(checkers)
+
+
+def test_solution_is_shown_only_when_asked_for(capsys):
+    sol = ex.solution("eq4")
+    assert capsys.readouterr().out == ""                   # nothing printed by the call itself
+    assert sol.source.startswith("import torch") and "- S @ C0 @ P" in sol.source
+    assert str(sol) == repr(sol) == sol.source
+    assert sol._repr_markdown_() == f"```python\n{sol.source}```"
+    with pytest.raises(KeyError, match="no exercise 'eq3'.*eq4"):
+        ex.solution("eq3")

@@ -36,3 +36,28 @@ def test_no_saved_widget_state(path):
     nb = json.loads(path.read_text())
     assert "widgets" not in nb["metadata"], f"{path.name}: strip metadata['widgets'] before committing"
     assert path.stat().st_size < 1_000_000, f"{path.name} is {path.stat().st_size} bytes"
+
+
+# notebook -> the exercises whose reference solution it keeps in a hidden cell (otelab.exercises.SOLUTIONS)
+HIDDEN_SOLUTIONS = {"01_null_space_collapse": ("eq4",)}
+
+
+@pytest.mark.parametrize("stem", sorted(HIDDEN_SOLUTIONS))
+def test_exercise_solutions_are_hidden_after_the_exercise(stem):
+    # ARENA's layout: the exercise cell (the learner's stub and the checker), then the solution in a
+    # collapsed cell; the solution's code is nowhere visible above it, and it is otelab's own copy
+    from otelab.exercises import solution
+
+    cells = json.loads((NOTEBOOKS[0].parent / f"{stem}.ipynb").read_text())["cells"]
+    code = [("".join(c["source"]), c["metadata"]) for c in cells if c["cell_type"] == "code"]
+    for name in HIDDEN_SOLUTIONS[stem]:
+        sol = solution(name)
+        body = sol.source[sol.source.index(f"def {sol.function}"):]
+        where = [i for i, (src, _) in enumerate(code) if body in src]
+        assert len(where) == 1, f"{stem}: the solution of {name!r} should be in one cell, found {where}"
+        i = where[0]
+        src, meta = code[i]
+        assert meta.get("jupyter", {}).get("source_hidden") is True, f"{stem}: the solution cell is not hidden"
+        assert f"assert check_{name}({sol.function})" in src
+        stub = code[i - 1][0]
+        assert f"def {sol.function}(" in stub and f"check_{name}({sol.function})" in stub and "NotImplementedError" in stub

@@ -174,6 +174,24 @@ def test_plots_and_explorer_update_in_place(world):
     assert "null dims" in box.children[1].value
 
 
+def test_sweep_figure_labels_every_sampled_value_on_its_log_axis():
+    """plotly's own log ticks read "9, 1, 2 … 10" and left n = 16 unlabelled; each sampled n gets a tick."""
+    import pandas as pd
+
+    from otelab import plots
+
+    df = pd.DataFrame([{"n": n, "null_dims": d, "seed": s, "ratio": 10 / n ** 0.3 + d / 100 + s}
+                       for n in (1, 4, 16) for d in (193, 212) for s in (0, 1)])
+    fig = plots.sweep_figure(df)
+    ax = fig.layout.xaxis
+    assert ax.type == "log" and list(ax.tickvals) == [1, 4, 16] and list(ax.ticktext) == ["1", "4", "16"]
+    assert ax.title.text == "batch size n (log scale)" and fig.layout.yaxis.title.text == "Eq. 3 / Eq. 4 preserved error"
+    assert [t.name for t in fig.data] == ["null dims = 193", "null dims = 212"]
+    assert list(fig.data[0].y) == pytest.approx([10 / n ** 0.3 + 1.93 + 0.5 for n in (1, 4, 16)])   # seed mean
+    many = pd.DataFrame({"n": range(1, 31), "null_dims": 212, "ratio": 1.0})
+    assert list(plots.sweep_figure(many).layout.xaxis.tickvals) == [1, 2, 5, 10, 20]
+
+
 def test_error_norm_is_algorithm_1s_carried_error(world):
     big = make_world(SMALL, value_noise=8.0)
     tr = run_rule(big, "rect-corrected", cond_every=0)
