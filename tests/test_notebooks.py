@@ -1,6 +1,7 @@
 """Static checks of the notebooks (their execution is nbval's job, under ``notebooks/``)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -61,3 +62,86 @@ def test_exercise_solutions_are_hidden_after_the_exercise(stem):
         assert f"assert check_{name}({sol.function})" in src
         stub = code[i - 1][0]
         assert f"def {sol.function}(" in stub and f"check_{name}({sol.function})" in stub and "NotImplementedError" in stub
+
+
+def _execute_module():
+    # notebooks/ is not a package: load notebooks/execute.py by path
+    spec = importlib.util.spec_from_file_location("notebooks_execute", NOTEBOOKS[0].parent / "execute.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_notebooks_open_without_a_kernel(path):
+    # opened without a kernel, a widget output shows its text/plain and a stored progress bar shows how far a
+    # past run had got (issue 16): the note stands in for every widget, and no tqdm text is stored anywhere
+    ex = _execute_module()
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(nb["cells"]):
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            plain = ex._text(data.get("text/plain", ""))
+            if ex.WIDGET_VIEW in data:
+                assert plain == ex.WIDGET_NOTE, f"{path.name} cell {i}: widget fallback {plain[:60]!r}"
+            text = plain + ex._text(out.get("text", ""))
+            assert not ex.PROGRESS_BAR.search(text), f"{path.name} cell {i}: stored progress bar {text[:60]!r}"
+            assert not re.match(r"(VBox|HBox|FigureWidget)\(", plain), f"{path.name} cell {i}: raw widget repr"
+    assert not ex.tidy_notebook(nb), f"{path.name}: run python notebooks/execute.py --tidy-only {path.name[:2]}"
+
+
+def _code(source, *outputs):
+    return {"cell_type": "code", "execution_count": 1, "metadata": {}, "source": source, "outputs": list(outputs)}
+
+
+def test_tidy_keeps_results_drops_what_only_a_past_run_shows(tmp_path):
+    ex = _execute_module()
+    view = {"model_id": "abc", "version_major": 2, "version_minor": 0}
+    widget = {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+              "data": {ex.WIDGET_VIEW: view, "text/plain": ["VBox(children=(HBox(children=(IntSlider(value=200…"]}}
+    bar_widget = {"output_type": "display_data", "metadata": {},
+                  "data": {ex.WIDGET_VIEW: view, "text/plain": ["Loading weights:   0%|          | 0/272 [00:00<?, ?it/s]"]}}
+    bar_stderr = {"output_type": "stream", "name": "stderr",
+                  "text": ["Loading weights:   0%|          | 0/272 [00:00<?, ?it/s]\r",
+                           "Loading weights: 100%|██████████| 272/272 [00:01<00:00, 250.1it/s]\n"]}
+    warning = {"output_type": "stream", "name": "stderr",
+               "text": ["UserWarning: something\n", " 50%|█████     | 1/2 [00:01<00:01, 1.0it/s]\n"]}
+    result = {"output_type": "stream", "name": "stdout", "text": ["efficacy 0.93\n"]}
+    timing = {"output_type": "stream", "name": "stdout", "text": ["step 2 · last step 119.4 s\n"]}
+    nb = {"metadata": {"widgets": {"state": {}}}, "nbformat": 4, "nbformat_minor": 5, "cells": [
+        {"cell_type": "markdown", "metadata": {}, "source": "# title"},
+        _code("ui", widget),
+        _code("lm = load_model()", bar_widget, bar_stderr, warning, result),
+        _code("# NBVAL_IGNORE_OUTPUT\n# reason: the status line reports wall-clock step times\nprint(wb.status_line())",
+              timing),
+        _code("# NBVAL_IGNORE_OUTPUT\n# reason: the recorded runs grow as the experiments finish\nprint(runs)", result),
+    ]}
+    path = tmp_path / "nb.ipynb"
+    path.write_text(json.dumps(nb))
+    assert ex.tidy(path) is True
+    got = json.loads(path.read_text())
+    assert "widgets" not in got["metadata"]
+    cells = got["cells"]
+    assert cells[1]["outputs"][0]["data"] == {ex.WIDGET_VIEW: view, "text/plain": [ex.WIDGET_NOTE]}
+    assert cells[2]["outputs"] == [warning, result]   # a stderr that is not only bars is someone's message
+    assert cells[3]["outputs"] == []
+    assert cells[4]["outputs"] == [result]             # ignored for another reason than time: kept
+    text = path.read_text()
+    assert ex.tidy(path) is False and path.read_text() == text
+
+
+def test_sanitizer_maps_the_widget_note_and_a_fresh_repr_to_one_token():
+    # nbval compares text/plain after notebooks/sanitize.cfg: the stored note and the repr a run prints must agree
+    from nbval.plugin import get_sanitize_patterns
+
+    ex = _execute_module()
+    patterns = get_sanitize_patterns((NOTEBOOKS[0].parent / "sanitize.cfg").read_text())
+
+    def sanitize(s):
+        for regex, replace in patterns:   # as nbval's IPyNbCell.sanitize
+            s = re.sub(regex, replace, s)
+        return s
+
+    fresh = "VBox(children=(HBox(children=(VBox(children=(IntSlider(value=200, continuous_update=False)),)),)),))"
+    assert sanitize(ex.WIDGET_NOTE) == sanitize(fresh) == "WIDGET-REPR"
+    assert sanitize("Tab(children=())") != "WIDGET-REPR"   # only the widgets the notebooks show are masked
