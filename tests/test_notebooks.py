@@ -40,7 +40,10 @@ def test_no_saved_widget_state(path):
 
 
 # notebook -> the exercises whose reference solution it keeps in a hidden cell (otelab.exercises.SOLUTIONS)
-HIDDEN_SOLUTIONS = {"01_null_space_collapse": ("eq4",)}
+HIDDEN_SOLUTIONS = {"01_null_space_collapse": ("eq4",),
+                    "02_lemma_3_1_equivalence": ("ote_update", "aligned_step"),
+                    "03_prop_3_4_building_stable_editors": ("prop_a3",),
+                    "04_conflicts_and_memorize_the_latest": ("conflict_step",)}
 
 
 @pytest.mark.parametrize("stem", sorted(HIDDEN_SOLUTIONS))
