@@ -18,8 +18,10 @@ show, or only describes the run that produced the file, is taken out; results st
   re-runs the cell renders the widget, but its ``text/plain``, the fallback shown without a
   kernel, becomes :data:`WIDGET_NOTE` instead of the widget's model repr (``VBox(children=…``).
   ``notebooks/sanitize.cfg`` maps the note and a fresh repr to the same token for nbval.
-- A progress bar (a widget or a stderr stream whose text is only tqdm bars) is removed: it shows
-  how far a past run had got (``Loading weights: 0%``), never a result.
+- A progress bar is removed (a tqdm widget, or the tqdm lines of a stderr stream, and the stream
+  when nothing else is left): it shows how far a past run had got (``Loading weights: 0%``), never
+  a result. ``notebooks/conftest.py`` leaves progress bars out of nbval's comparison the same way
+  (:func:`without_progress`), so a cell that shows one need not be ignored.
 - A cell marked ``# NBVAL_IGNORE_OUTPUT`` whose ``# reason:`` line says its output is wall-clock
   time (``time``, ``times``, ``timing(s)``, ``wall-clock``) keeps no output: the cell itself
   declares its output to be the timing of one past run on one machine, so no stored copy of it
@@ -53,10 +55,28 @@ def _text(value) -> str:
     return "".join(value) if isinstance(value, list) else value
 
 
-def is_progress(text: str) -> bool:
-    """Whether ``text`` holds tqdm bars and nothing else (its ``\\r``/``\\n``-separated parts)."""
-    parts = [p for p in re.split(r"[\r\n]+", text) if p.strip()]
-    return bool(parts) and all(PROGRESS_BAR.search(p) for p in parts)
+def strip_progress(text: str) -> str:
+    """``text`` without its tqdm bars (a bar is a piece of text up to its ``\\r`` or ``\\n``)."""
+    return "".join(p for p in re.findall(r"[^\r\n]*(?:\r\n|\r|\n|$)", text) if not PROGRESS_BAR.search(p))
+
+
+def without_progress(outputs: list) -> list:
+    """``outputs`` without progress bars: tqdm widgets dropped, tqdm lines cut from stderr (emptied streams dropped).
+
+    Works on a notebook's JSON and on nbval's outputs (``NotebookNode``, kept as such).
+    """
+    kept = []
+    for out in outputs:
+        if out["output_type"] == "stream" and out["name"] == "stderr":
+            text = _text(out["text"])
+            rest = strip_progress(text)
+            if not rest.strip():
+                continue
+            out = out if rest == text else type(out)(out, text=rest)
+        elif WIDGET_VIEW in out.get("data", {}) and PROGRESS_BAR.search(_text(out["data"].get("text/plain", ""))):
+            continue
+        kept.append(out)
+    return kept
 
 
 def reports_timing(cell: dict) -> bool:
@@ -66,17 +86,10 @@ def reports_timing(cell: dict) -> bool:
                for i, line in enumerate(lines))
 
 
-def _tidy_output(out: dict):
-    """The output as it should be stored, or None to drop it."""
-    if out["output_type"] == "stream":
-        return None if out["name"] == "stderr" and is_progress(_text(out["text"])) else out
+def _with_widget_note(out: dict) -> dict:
     data = out.get("data", {})
-    if WIDGET_VIEW not in data:
-        return out
-    if is_progress(_text(data.get("text/plain", ""))):
-        return None
-    if _text(data.get("text/plain", "")) != WIDGET_NOTE:
-        out = dict(out, data=dict(data, **{"text/plain": [WIDGET_NOTE]}))
+    if WIDGET_VIEW in data and _text(data.get("text/plain", "")) != WIDGET_NOTE:
+        return dict(out, data=dict(data, **{"text/plain": [WIDGET_NOTE]}))
     return out
 
 
@@ -89,7 +102,7 @@ def tidy_notebook(nb: dict) -> bool:
         if reports_timing(cell):
             outputs = []
         else:
-            outputs = [o for o in map(_tidy_output, cell["outputs"]) if o is not None]
+            outputs = [_with_widget_note(o) for o in without_progress(cell["outputs"])]
         if outputs != cell["outputs"]:
             cell["outputs"] = outputs
             changed = True

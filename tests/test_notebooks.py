@@ -126,11 +126,28 @@ def test_tidy_keeps_results_drops_what_only_a_past_run_shows(tmp_path):
     assert "widgets" not in got["metadata"]
     cells = got["cells"]
     assert cells[1]["outputs"][0]["data"] == {ex.WIDGET_VIEW: view, "text/plain": [ex.WIDGET_NOTE]}
-    assert cells[2]["outputs"] == [warning, result]   # a stderr that is not only bars is someone's message
+    # a stderr stream keeps what is not a bar: someone's message
+    assert cells[2]["outputs"] == [dict(warning, text="UserWarning: something\n"), result]
     assert cells[3]["outputs"] == []
     assert cells[4]["outputs"] == [result]             # ignored for another reason than time: kept
     text = path.read_text()
     assert ex.tidy(path) is False and path.read_text() == text
+
+
+def test_nbval_compares_runs_without_their_progress_bars():
+    # notebooks/conftest.py filters nbval's own outputs (NotebookNode, read by attribute) through without_progress
+    import nbformat
+
+    ex = _execute_module()
+    outs = [nbformat.from_dict(o) for o in (
+        {"output_type": "display_data", "metadata": {},
+         "data": {ex.WIDGET_VIEW: {"model_id": "abc"}, "text/plain": "Loading weights:   0%|          | 0/272 [00:00<?, ?it/s]"}},
+        {"output_type": "stream", "name": "stderr", "text": "Loading weights: 100%|██████████| 272/272 [00:01<00:00, 250.1it/s]\n"},
+        {"output_type": "stream", "name": "stderr", "text": "UserWarning: x\n 50%|█████     | 1/2 [00:01<00:01, 1.0it/s]\r"},
+        {"output_type": "stream", "name": "stdout", "text": "replay: 10 records\n"})]
+    kept = ex.without_progress(outs)
+    assert [(o.output_type, o.get("name"), o.get("text")) for o in kept] == [
+        ("stream", "stderr", "UserWarning: x\n"), ("stream", "stdout", "replay: 10 records\n")]
 
 
 def test_sanitizer_maps_the_widget_note_and_a_fresh_repr_to_one_token():
