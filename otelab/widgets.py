@@ -96,6 +96,8 @@ class WorkbenchUI:
         self._quiet = False   # True while the controls are set programmatically
         self._pending: Optional[tuple[Callable, str]] = None   # an action waiting for Rebuild / Cancel
         self._ended = float("-inf")                            # when the last action ended (time.monotonic)
+        self._ended_by = None                                  # the button that started it (None: not a click)
+        self._clicking = None                                  # the button whose click is being handled
         Button = _button_class()
         a = wb.tracks[0]
         b = wb.tracks[1] if len(wb.tracks) > 1 else None
@@ -252,9 +254,14 @@ class WorkbenchUI:
         def handler(button) -> None:
             if self._busy:
                 return
-            if getattr(button, "from_browser", False) and time.monotonic() - self._ended < SETTLE_S:
-                return   # sent while the last action ran (a double click), handled only now
-            fn()
+            if (getattr(button, "from_browser", False) and button is self._ended_by
+                    and time.monotonic() - self._ended < SETTLE_S):
+                return   # a second click on the button whose action just ended (a double click), handled only now
+            self._clicking = button
+            try:
+                fn()
+            finally:
+                self._clicking = None
         return handler
 
     def _run(self, action, *args, phase: str = "working") -> None:
@@ -276,7 +283,7 @@ class WorkbenchUI:
             traceback.print_exc()
         finally:
             self._set_busy(False)
-            self._ended = time.monotonic()
+            self._ended, self._ended_by = time.monotonic(), self._clicking
 
     def redraw(self) -> None:
         """Update the four panels in place from the workbench's reports."""
