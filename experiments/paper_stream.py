@@ -4,7 +4,7 @@ Usage (the paper's 2,000 edits in 20 steps of 100, checkpoints every 5 steps):
     OMP_NUM_THREADS=1 python experiments/paper_stream.py --method memit --mode aligned --n 2000 --batch 100 \
         --cov-weight 3000 --values bank --out experiments/results/stream2000-memit-aligned.json
 
-The run's JSON (``otelab.stream`` format) is rewritten atomically after every step; the
+The run's JSON (``otelab.workbench.stream`` format) is rewritten atomically after every step; the
 session is saved beside it (``<out>.session``) at every checkpoint. ``--resume``
 continues an interrupted run from both. Values: ``bank`` (the value bank, values of the
 unedited model computed once and reused), ``unedited`` (optimised on the unedited
@@ -87,8 +87,8 @@ SPEC_KEYS = {"lam": float, "keep": float, "values": str, "batch": int, "edits": 
 
 def parse_spec(text: str, args) -> dict:
     """``method:mode[:key=value...]`` → the run's settings and file name (checked before any model work)."""
-    from otelab.engine import check_combo
-    from otelab.session_store import SessionError
+    from otelab.engine.session import check_combo
+    from otelab.engine.store import SessionError
 
     parts = text.split(":")
     if len(parts) < 2:
@@ -127,9 +127,9 @@ def parse_spec(text: str, args) -> dict:
 
 
 def draw(args, records_all):
-    """The stream (``otelab.data.sample_records``: the same draw as ``otelab values compute --seed``)
+    """The stream (``otelab.data.loaders.sample_records``: the same draw as ``otelab values compute --seed``)
     and unrelated records for latent drift (drawn from the rest)."""
-    from otelab.data import sample_records
+    from otelab.data.loaders import sample_records
 
     if args.n > len(records_all):
         sys.exit(f"--n {args.n}: the data holds only {len(records_all)} records")
@@ -142,8 +142,8 @@ def draw(args, records_all):
 def capability_tasks(n: int, shots: int):
     """``n`` items per task (the data directory's GLUE files, else the built-in probes) and few-shot examples
     taken from the items after them."""
-    from otelab.data import load_glue
-    from otelab.metrics import pick_demonstrations
+    from otelab.data.loaders import load_glue
+    from otelab.eval.metrics import pick_demonstrations
 
     tasks, demos = {}, {}
     for t in TASKS:
@@ -158,9 +158,9 @@ def capability_tasks(n: int, shots: int):
 
 def setup(args):
     """The model, the stream, the unrelated records, the capability tasks and the held-out texts."""
-    from otelab.cli_eval import held_out_texts
-    from otelab.data import load_counterfact, load_factbank
-    from otelab.models import load_model
+    from otelab.cli.eval import held_out_texts
+    from otelab.data.loaders import load_counterfact, load_factbank
+    from otelab.models.loading import load_model
 
     lm = load_model(args.model)
     records_all = load_counterfact() if args.data == "counterfact" else load_factbank()
@@ -172,8 +172,8 @@ def setup(args):
 
 
 def evaluator(lm, stream, args, batch: int, inputs: dict):
-    """The :class:`otelab.stream.StreamEval` of the stream at ``batch`` edits per step (unedited references)."""
-    from otelab.stream import StreamEval
+    """The :class:`otelab.workbench.stream.StreamEval` of the stream at ``batch`` edits per step (unedited references)."""
+    from otelab.workbench.stream import StreamEval
 
     return StreamEval(lm, stream, batch, sample_per_batch=args.sample_per_batch, seed=args.seed,
                       eval_batch_size=args.eval_batch, capability_every=args.capability_every, **inputs)
@@ -187,8 +187,8 @@ def edit_stream(lm, ev, stream, args, *, method: str, mode: str, cov_weight: flo
     """
     import torch
 
-    from otelab.engine import EditSession
-    from otelab.stream import run_stream, value_provider, write_run
+    from otelab.engine.session import EditSession
+    from otelab.workbench.stream import run_stream, value_provider, write_run
 
     t_start = time.perf_counter()
     lm.preset = lm.preset.replace(cov_weight=float(cov_weight))
@@ -263,7 +263,7 @@ def main(argv=None) -> None:
                       values=args.values, rect_keep=args.rect_keep, out=Path(args.out),
                       command=" ".join(["python", "experiments/paper_stream.py"] + list(argv or sys.argv[1:])))
     run["timings"]["total"] = round(time.perf_counter() - t_start, 1)
-    from otelab.stream import write_run
+    from otelab.workbench.stream import write_run
     write_run(Path(args.out), run)
     print(f"total {run['timings']['total']:.0f} s (model load, references, bank, stream, final evaluation)")
 

@@ -5,7 +5,7 @@ Usage (from the repository root; reads whatever runs are recorded so far):
     python experiments/paper_tables.py --folder experiments/results/paper2000 \
         --extra experiments/results/stream2000-memit-aligned-lam1000.json > tables.md
 
-The text is generated from the runs alone (``otelab.protocol.markdown``), for pasting into
+The text is generated from the runs alone (``otelab.paper.protocol.markdown``), for pasting into
 ``experiments/results/README.md``.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
                     help="single run files read as well (a label the folder has wins)")
     ap.add_argument("--title", default="The paper's protocol on SmolLM2", help="the section heading")
     args = ap.parse_args(argv)
-    from otelab.protocol import markdown, protocol_runs
+    from otelab.paper.protocol import markdown, protocol_runs
 
     try:
         runs = protocol_runs(args.folder, *args.extra)

@@ -9,7 +9,7 @@ with specificity compared against the unedited model's cached outputs.
 
 Target values: ``--values per-step`` (default; the seed code's protocol) re-optimises them
 every step on the edited model; ``--values bank`` takes them from the value bank
-(:mod:`otelab.valuebank`: optimised once on the unedited model, computed where missing).
+(:mod:`otelab.engine.valuebank`: optimised once on the unedited model, computed where missing).
 """
 from __future__ import annotations
 
@@ -40,10 +40,10 @@ def main() -> None:
 
     from tqdm.auto import tqdm
 
-    from otelab.data import load_counterfact, load_factbank, sample_records
-    from otelab.engine import EditSession
-    from otelab.metrics import Baseline, edit_scores
-    from otelab.models import load_model
+    from otelab.data.loaders import load_counterfact, load_factbank, sample_records
+    from otelab.engine.session import EditSession
+    from otelab.eval.metrics import Baseline, edit_scores
+    from otelab.models.loading import load_model
 
     lm = load_model(args.model)
     if args.set:
@@ -57,7 +57,7 @@ def main() -> None:
     pre = edit_scores(lm.model, lm.tokenizer, records, baseline=base)
     bank = None
     if args.values == "bank":
-        from otelab.valuebank import ValueBank
+        from otelab.engine.valuebank import ValueBank
         bank = ValueBank(lm, path=args.bank)
         bank.compute(reqs)   # before the model is edited: banked values are the unedited model's
     session = EditSession(lm, args.method, args.mode, corpus=corpus, n_tokens=args.cov_tokens)

@@ -11,7 +11,7 @@ finished phases):
    on ``--calib`` requests), so that no value optimisation is needed; the session is saved.
 3. ``capability_damaged``: the same tasks on the damaged model, with agreement and margin
    against the unedited answers, and PPL / top-1 agreement for context.
-4. ``checkpoint``: the time of one :meth:`otelab.stream.StreamEval.checkpoint` without the
+4. ``checkpoint``: the time of one :meth:`otelab.workbench.stream.StreamEval.checkpoint` without the
    capability part (whose time is phase 3's), at ``--sample-per-batch`` records per batch.
 5. ``few_shot_<shots>``: does a ``--shots``-shot format lift the binary tasks above one label on
    the unedited model (first ``--shot-n`` items, against zero-shot on the same items)?
@@ -45,15 +45,15 @@ def main() -> None:
 
     import torch
 
-    from otelab.cli_eval import held_out_texts
-    from otelab.data import load_counterfact
-    from otelab.drift import LMBaseline, lm_drift
-    from otelab.engine import EditSession
-    from otelab.keys import subject_hidden
-    from otelab.metrics import CapabilityAnswers, capability_answers, capability_scores, general_capability
-    from otelab.models import load_model
-    from otelab.stream import StreamEval, write_run
-    from otelab.values import ValueResult, compute_values
+    from otelab.cli.eval import held_out_texts
+    from otelab.data.loaders import load_counterfact
+    from otelab.eval.drift import LMBaseline, lm_drift
+    from otelab.engine.session import EditSession
+    from otelab.engine.keys import subject_hidden
+    from otelab.eval.metrics import CapabilityAnswers, capability_answers, capability_scores, general_capability
+    from otelab.models.loading import load_model
+    from otelab.workbench.stream import StreamEval, write_run
+    from otelab.engine.values import ValueResult, compute_values
 
     sys_path = Path(__file__).resolve().parent
     import sys
@@ -134,7 +134,7 @@ def main() -> None:
 
     # 4. one checkpoint's other parts (capability: its seconds above), at the paper's sample size
     if "checkpoint" not in res:
-        from otelab.workbench import unedited_weights
+        from otelab.workbench.bench import unedited_weights
 
         with unedited_weights(s):
             t0 = time.perf_counter()
@@ -153,7 +153,7 @@ def main() -> None:
     # 5. does a few-shot format lift the tasks? (unedited model, first --shot-n items, MMLU left out: its
     # prompts are the longest); zero-shot on the same items is read off the reference answers
     if args.shots and f"few_shot_{args.shots}" not in res:
-        from otelab.workbench import unedited_weights
+        from otelab.workbench.bench import unedited_weights
 
         names = [t for t in tasks if t != "mmlu"]
         few_tasks, demos = capability_tasks(args.shot_n, args.shots)

@@ -30,12 +30,12 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    from otelab.covariance import get_covariance
-    from otelab.data import load_counterfact
-    from otelab.engine import EditSession
-    from otelab.metrics import Baseline, edit_scores
-    from otelab.models import load_model
-    from otelab.values import compute_values
+    from otelab.engine.covariance import get_covariance
+    from otelab.data.loaders import load_counterfact
+    from otelab.engine.session import EditSession
+    from otelab.eval.metrics import Baseline, edit_scores
+    from otelab.models.loading import load_model
+    from otelab.engine.values import compute_values
 
     lm = load_model()
     records = load_counterfact(n=args.n)

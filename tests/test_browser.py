@@ -38,8 +38,8 @@ PAGE_LOAD_S = 120
 RUN_ALL_S = 2400         # every cell of notebook 06 at CI size (two workbenches of SmolLM2 on two CPU cores)
 STEP_S = 600             # one more step of both sessions, clicked in the page
 EDIT_POINTS = ".scatterlayer .trace .points path"
-WORKBENCH = ".otelab-workbench:not(.otelab-replay)"   # CSS classes the widgets carry (otelab.widgets)
-RECT_PAIR = "Algorithm 1: RECT with vs without error correction"   # otelab.widgets.PAIRS
+WORKBENCH = ".otelab-workbench:not(.otelab-replay)"   # CSS classes the widgets carry (otelab.views.widgets)
+RECT_PAIR = "Algorithm 1: RECT with vs without error correction"   # otelab.views.widgets.PAIRS
 
 
 def _missing() -> str | None:

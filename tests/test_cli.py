@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from otelab.cli import build_parser, main
+from otelab.cli.main import build_parser, main
 
 
 def test_every_command_is_wired():
@@ -32,8 +32,8 @@ def test_edit_writes_steps_and_a_loadable_session(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "‖Δ‖" in printed and "saved the session" in printed
 
-    from otelab.engine import EditSession
-    from otelab.models import load_model
+    from otelab.engine.session import EditSession
+    from otelab.models.loading import load_model
     s = EditSession.load(out / "session", load_model("tiny-llama"), progress=False)
     assert s.n_steps == 2 and [r.subject for r in s.requests] == ["Alice", "Bob", "Carol"]
 
@@ -88,8 +88,8 @@ def test_n_must_be_positive_or_all(tmp_path, capsys, n):
 
 
 def test_n_means_the_same_for_files_and_the_fact_bank(tmp_path):
-    from otelab.cli_edit import count_or_all, read_records
-    from otelab.data import load_factbank
+    from otelab.cli.edit import count_or_all, read_records
+    from otelab.data.loaders import load_factbank
     f = tmp_path / "r.jsonl"
     f.write_text("\n".join(json.dumps({"prompt": "{} is", "subject": f"S{i}", "target_new": "B"}) for i in range(5)))
     assert count_or_all("all") is None and count_or_all("3") == 3

@@ -1,4 +1,4 @@
-"""Tests for otelab.corpus and otelab.covariance (streamed, truncated, cached C0)."""
+"""Tests for otelab.data.corpus and otelab.engine.covariance (streamed, truncated, cached C0)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from otelab.corpus import Corpus, get_corpus, json_corpus, text_file_corpus, wiki_corpus
-from otelab.covariance import (CovarianceCacheWarning, _request, cache_path, compute_covariance,
+from otelab.data.corpus import Corpus, get_corpus, json_corpus, text_file_corpus, wiki_corpus
+from otelab.engine.covariance import (CovarianceCacheWarning, _request, cache_path, compute_covariance,
                                get_covariance)
-from otelab.models import ARCHES, tiny_model
+from otelab.models.loading import ARCHES, tiny_model
 
 # Written for these tests: varied sentence lengths, so documents end at different
 # token counts and the right-padding inside a batch is uneven.
@@ -369,7 +369,7 @@ def test_shared_wiki_file_by_path(monkeypatch):
 
 @pytest.mark.slow
 def test_smollm2_covariance_on_wiki(tmp_path):
-    from otelab.models import load_model
+    from otelab.models.loading import load_model
 
     path = _shared_wiki()
     loaded = load_model("smollm2-135m", device="cpu")

@@ -1,4 +1,4 @@
-"""Tests of otelab.data: the built-in fact bank and probes, and the CounterFact / zsRE / GLUE loaders."""
+"""Tests of otelab.data.loaders: the built-in fact bank and probes, and the CounterFact / zsRE / GLUE loaders."""
 from __future__ import annotations
 
 import csv
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from otelab import data
-from otelab.data import DataError, FactRecord, ZsreRecord
-from otelab.requests import EditRequest
+from otelab.data import loaders as data
+from otelab.data.loaders import DataError, FactRecord, ZsreRecord
+from otelab.data.requests import EditRequest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = os.environ.get(data.ENV_VAR)
@@ -418,8 +418,8 @@ def test_shared_glue(task, size):
 @pytest.mark.slow
 def test_unedited_smollm2_knows_the_factbank():
     """Before any edit SmolLM2 prefers the true object on the edit prompt and on neighbours."""
-    from otelab.metrics import edit_scores
-    from otelab.models import load_model
+    from otelab.eval.metrics import edit_scores
+    from otelab.models.loading import load_model
     lm = load_model()
     scores = edit_scores(lm.model, lm.tokenizer, data.load_factbank(n=60), show_progress=False)
     assert scores["efficacy"] <= 0.2
@@ -442,7 +442,7 @@ def test_other_braces_are_literal_text(prompt, text):
 
 @pytest.mark.parametrize("prompt", ["{} and {} live in", "{}{} x", "{} {x} {}"])
 def test_two_slots_are_one_clear_request_error(prompt):
-    from otelab.requests import RequestError
+    from otelab.data.requests import RequestError
     with pytest.raises(RequestError, match=r"exactly one '\{\}'"):
         EditRequest(prompt, "Alice", "Paris", case_id=4).validate()
 

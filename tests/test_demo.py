@@ -8,8 +8,9 @@ import re
 import pytest
 import torch
 
-from otelab import demo, html_report
+from otelab.demo import run as demo
 
+from otelab.views import html_report
 PANELS = ("edit metrics", "general capability", "language-model drift", "latent drift", "weight change")
 TEXTS = ["The river flows through the old town and past the mill before it reaches the sea. " * 3,
          "Many birds spend the winter in warmer regions and return north in the spring to breed. " * 3]
@@ -17,10 +18,10 @@ TEXTS = ["The river flows through the old town and past the mill before it reach
 
 @pytest.fixture
 def offline_texts(monkeypatch):
-    """Held-out texts without any download (the demo reads them through otelab.cli_eval)."""
-    import otelab.cli_eval
+    """Held-out texts without any download (the demo reads them through otelab.cli.eval)."""
+    import otelab.cli.eval
 
-    monkeypatch.setattr(otelab.cli_eval, "held_out_texts", lambda n, min_chars=200: TEXTS[:n])
+    monkeypatch.setattr(otelab.cli.eval, "held_out_texts", lambda n, min_chars=200: TEXTS[:n])
 
 
 @pytest.fixture
@@ -91,17 +92,17 @@ def test_demo_quick_tiny_writes_metrics_and_report(tmp_path, offline_texts, corp
 def test_demo_imports_matching_shipped_values_instead_of_computing(tmp_path, offline_texts, corpus_file,
                                                                    monkeypatch):
     """A shipped file computed for this exact model and spec fills the empty bank: no value is optimised."""
-    import otelab.valuebank
-    from otelab import values as V
-    from otelab.data import load_factbank
-    from otelab.models import load_model
-    from otelab.valuebank import ValueBank
+    import otelab.engine.valuebank
+    from otelab.engine import values as V
+    from otelab.data.loaders import load_factbank
+    from otelab.models.loading import load_model
+    from otelab.engine.valuebank import ValueBank
 
     monkeypatch.setenv("OTELAB_CACHE", str(tmp_path / "cache"))
     reqs = [r.request() for r in load_factbank(n=4)]
     file = ValueBank(load_model("tiny-llama"), path=tmp_path / "src", progress=False).export(
         tmp_path / "shipped.safetensors", reqs)
-    monkeypatch.setattr(otelab.valuebank, "FACTBANK_VALUES", file)
+    monkeypatch.setattr(otelab.engine.valuebank, "FACTBANK_VALUES", file)
     monkeypatch.setattr(V, "compute_values", lambda *a, **k: (_ for _ in ()).throw(AssertionError("computed")))
     rc, m, _ = _run(tmp_path, "--model", "tiny-llama", "--corpus", corpus_file, "--cov-tokens", "1500",
                     "--skip-verify", "--no-umap", "--pairs", "memit:aligned/memit:naive")
@@ -109,9 +110,9 @@ def test_demo_imports_matching_shipped_values_instead_of_computing(tmp_path, off
 
 
 def test_run_stream_restores_the_model(tmp_path, offline_texts, corpus_file):
-    from otelab.covariance import get_covariance
-    from otelab.metrics import Baseline
-    from otelab.models import load_model
+    from otelab.engine.covariance import get_covariance
+    from otelab.eval.metrics import Baseline
+    from otelab.models.loading import load_model
 
     cfg = demo.DemoConfig.quick(model="tiny-llama", glue_n=0, n_texts=0, latent_n=0)
     lm = load_model("tiny-llama")
@@ -148,7 +149,7 @@ def test_verdict_respects_direction_and_tolerance():
 
 
 def test_findings_are_made_from_the_measured_numbers():
-    from otelab.report import Report
+    from otelab.eval.report import Report
 
     a, b = Report("MEMIT aligned"), Report("MEMIT naive")
     for rep, rows in ((a, [(0.9, 18.0, 0.95), (0.9, 20.0, 0.95)]), (b, [(0.8, 18.1, 0.95), (0.5, 18.0, 0.94)])):
@@ -205,8 +206,8 @@ def test_demo_quick_smollm2(tmp_path):
 
 def test_paper_numbers_stand_beside_the_demo_runs():
     """The report's paper section pairs each run with the printed row of the claim it tests."""
-    from otelab import paper
-    from otelab.demo import paper_beside
+    from otelab.paper import claims as paper
+    from otelab.demo.run import paper_beside
     settings = {"model_resolved": "tiny", "n_records": 4, "data": "factbank", "n_steps": 2, "batch_size": 2}
     summary = [{"run": "MEMIT aligned", "spec": "memit:aligned", "efficacy_all": 0.5},
                {"run": "MEMIT naive", "spec": "memit:naive", "efficacy_all": 0.25}]
@@ -223,12 +224,12 @@ def test_paper_numbers_stand_beside_the_demo_runs():
 # --------------------------------------------------------------------------- the report, from a recorded-like run
 
 def _fake_run(settings: dict, eff_misaligned: float = 1.0) -> tuple[dict, dict]:
-    """``(metrics, results)`` as :func:`otelab.demo.run_demo` builds them, for the default pairs, without editing.
+    """``(metrics, results)`` as :func:`otelab.demo.run.run_demo` builds them, for the default pairs, without editing.
 
     Every run scores the same but for ``efficacy_all``: the aligned runs end at 0.5, the
     misaligned ones at ``eff_misaligned``.
     """
-    from otelab.report import Report
+    from otelab.eval.report import Report
 
     results = {}
     for a, b in demo.DEFAULT_PAIRS:
@@ -260,7 +261,7 @@ def tiny_settings():
     """The settings of a default-model demo run (``model`` not given) on a tiny random model."""
     from types import SimpleNamespace
 
-    from otelab.models import tiny_model
+    from otelab.models.loading import tiny_model
 
     data = SimpleNamespace(glue={"boolq": [], "sst2": []}, latent_records=[])
     return demo.demo_settings(demo.DemoConfig.quick(), tiny_model("llama"), data, latent_layer=3)

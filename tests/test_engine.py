@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from otelab import ote
-from otelab.engine import METHODS, EditSession, SessionError, editor_config
-from otelab.keys import compute_keys, context_templates, subject_hidden
-from otelab.models import tiny_model
-from otelab.requests import EditRequest, RequestError
-from otelab.values import compute_values
+from otelab.engine.session import METHODS, EditSession, SessionError, editor_config
+from otelab.engine.keys import compute_keys, context_templates, subject_hidden
+from otelab.models.loading import tiny_model
+from otelab.data.requests import EditRequest, RequestError
+from otelab.engine.values import compute_values
 
 ARCHES = ["llama", "gpt2", "gptj", "qwen2"]
 REQS = [EditRequest("{} lives in the city of", "Alice", "Paris"),
@@ -51,8 +51,8 @@ def test_only_edited_layers_change_and_wk_matches_v(lm):
 
 
 def test_forward_split_is_exact(lm):
-    from otelab.forward import hidden_after, logits_from
-    from otelab.keys import encode
+    from otelab.models.forward import hidden_after, logits_from
+    from otelab.engine.keys import encode
     enc = encode(lm, REQS, ["{}", "Some context. {}"])
     with torch.no_grad():
         full = lm.model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits
@@ -64,8 +64,8 @@ def test_forward_split_is_exact(lm):
 @pytest.mark.parametrize("pack_tokens", [1, 12])
 def test_suffix_forward_matches_the_full_forward(lm, pack_tokens):
     """Only each row's suffix, packed several rows to a sequence, against cached prefix keys/values: same logits."""
-    from otelab.forward import SuffixForward, hidden_after, logits_from
-    from otelab.keys import pad_batch
+    from otelab.models.forward import SuffixForward, hidden_after, logits_from
+    from otelab.engine.keys import pad_batch
     g = torch.Generator().manual_seed(0)
     lens, split = [7, 3, 9, 5, 6], torch.tensor([2, 0, 5, 4, 1])   # row 1 has no prefix at all
     rows = [torch.randint(0, lm.model.config.vocab_size, (n,), generator=g).tolist() for n in lens]
@@ -253,8 +253,8 @@ def test_ote_equivalence_with_fixed_keys_and_values():
 
 @pytest.fixture(scope="module")
 def smol():
-    from otelab.covariance import get_covariance
-    from otelab.models import load_model
+    from otelab.engine.covariance import get_covariance
+    from otelab.models.loading import load_model
     lm = load_model("smollm2-135m")
     data = os.environ.get("OTELAB_DATA_DIR")
     corpus = os.path.join(data, "corpus", "wikipedia_vital_summaries_en.json") if data else None
@@ -285,7 +285,7 @@ def test_smollm2_eiffel_tower_to_rome(smol):
 def test_smollm2_aligned_batches_equal_one_time_edit(smol):
     """Keys/values computed once on the unedited model and held fixed: 5 aligned batches ≡ OTE."""
     lm, cov = smol
-    from otelab.data import load_factbank
+    from otelab.data.loaders import load_factbank
     reqs = [r.request() for r in load_factbank(n=10)]
     preset = lm.preset
     lm.preset = preset.replace(v_steps=5)
@@ -324,8 +324,7 @@ def llama():
 @pytest.mark.parametrize("method, mode, message", [("bogus", "aligned", "unknown method"),
                                                    ("memit", "no-ec", "no-ec"), ("memit", "nope", "unknown mode")])
 def test_names_are_checked_before_any_covariance_is_computed(llama, monkeypatch, method, mode, message):
-    from otelab import covariance
-
+    from otelab.engine import covariance
     def no(*a, **k):
         raise AssertionError("a covariance was computed for a bad configuration")
     monkeypatch.setattr(covariance, "get_covariance", no)
@@ -338,9 +337,9 @@ def test_values_are_checked_with_clear_messages(llama):
     W = params(llama)
     good = compute_values(llama, REQS[:1])
     d = good.z.shape[1]
-    from otelab.values import ValueResult
+    from otelab.engine.values import ValueResult
     cases = [
-        (good.z, "must be an otelab.values.ValueResult"),
+        (good.z, "must be an otelab.engine.values.ValueResult"),
         (ValueResult(torch.zeros(1, d + 1), torch.zeros(1, d + 1)), rf"shape \(1, {d + 1}\); this batch of 1 request\(s\) needs \[1, {d}\]"),
         (ValueResult(torch.zeros(2, d), torch.zeros(2, d)), rf"shape \(2, {d}\); this batch of 1 request\(s\) needs \[1, {d}\]"),
         (ValueResult(good.z_init + 1e30, good.z_init), "exceeds the clamp"),

@@ -1,12 +1,10 @@
-"""Tests for otelab.exercises: each checker accepts the reference and rejects classic mistakes with a hint."""
+"""Tests for otelab.toy.exercises: each checker accepts the reference and rejects classic mistakes with a hint."""
 from __future__ import annotations
 
 import pytest
 
-from otelab import exercises as ex
+from otelab.toy import exercises as ex
 from otelab import ote
-
-
 def test_ote_update_checker(capsys):
     assert ex.check_ote_update(lambda W0, K, V, C0, lam: ote.ote_update(W0, K, V, C0=C0, lam=lam))
     assert "✓" in capsys.readouterr().out

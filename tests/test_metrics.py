@@ -1,4 +1,4 @@
-"""Tests of otelab.metrics, otelab.drift and otelab.report on cases whose answer is known."""
+"""Tests of otelab.eval.metrics, otelab.eval.drift and otelab.eval.report on cases whose answer is known."""
 from __future__ import annotations
 
 import math
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from otelab import drift as D
-from otelab import metrics as M
-from otelab.report import Report, evaluate
+from otelab.eval import drift as D
+from otelab.eval import metrics as M
+from otelab.eval.report import Report, evaluate
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -18,7 +18,7 @@ from otelab.report import Report, evaluate
 
 @pytest.fixture(scope="module")
 def tiny():
-    from otelab.models import tiny_model
+    from otelab.models.loading import tiny_model
 
     lm = tiny_model("llama", seed=0)
     with torch.no_grad():  # sharper distributions than the 0.02-std init, so argmax ties cannot hide bugs
@@ -30,7 +30,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def tiny_gpt2():
-    from otelab.models import tiny_model
+    from otelab.models.loading import tiny_model
 
     return tiny_model("gpt2", seed=1)  # absolute position embeddings: wrong position ids would show
 
@@ -133,7 +133,7 @@ def test_batched_target_logprobs_equal_unbatched(request, side, arch):
 def test_head_only_at_needed_positions_equals_full_forward(arch, monkeypatch):
     # scoring applies the output layer to the target positions only (_split_head);
     # every preset architecture must take that path and give the full forward's numbers
-    from otelab.models import tiny_model
+    from otelab.models.loading import tiny_model
 
     lm = tiny_model(arch, seed=2)
     assert M._split_head(lm.model) is not None
@@ -447,7 +447,7 @@ def _wikitext_lines(n):
 
 @pytest.mark.slow
 def test_smollm2_perplexity_and_self_agreement():
-    from otelab.models import load_model
+    from otelab.models.loading import load_model
 
     texts = _wikitext_lines(6)
     lm = load_model("smollm2-135m")
@@ -473,10 +473,10 @@ def test_evaluate_fluency_and_consistency(tiny):
 
 
 def test_cli_eval_unedited_and_session(tmp_path, monkeypatch, capsys):
-    from otelab.cli import main
-    from otelab.data import load_factbank
-    from otelab.engine import EditSession
-    from otelab.models import load_model
+    from otelab.cli.main import main
+    from otelab.data.loaders import load_factbank
+    from otelab.engine.session import EditSession
+    from otelab.models.loading import load_model
 
     monkeypatch.setenv("OTELAB_CACHE", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus.txt"

@@ -1,4 +1,4 @@
-"""Tests for otelab.models and otelab.cache: adapters on tiny random models, presets, SmolLM2 loading."""
+"""Tests for otelab.models.loading and otelab.cache: adapters on tiny random models, presets, SmolLM2 loading."""
 from __future__ import annotations
 
 import os
@@ -11,8 +11,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from otelab import cache, models
-from otelab.models import (ARCHES, DEFAULT_PRESET, PRESETS, GPT2Adapter, GPTJAdapter, LlamaAdapter,
+from otelab import cache
+
+from otelab.models import loading as models
+from otelab.models.loading import (ARCHES, DEFAULT_PRESET, PRESETS, GPT2Adapter, GPTJAdapter, LlamaAdapter,
                            Qwen2Adapter, compute_fingerprint, default_layers, detect_adapter,
                            get_preset, tiny_model)
 

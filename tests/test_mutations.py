@@ -9,8 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from otelab import ote, toy, verify
+from otelab import ote
 
+from otelab.toy import world as toy
+
+from otelab.toy import verify
 _system_matrix, _aligned, _rls, _rect = ote.system_matrix, ote.aligned_update, ote.rls_step, ote.rect
 
 

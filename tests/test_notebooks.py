@@ -39,7 +39,7 @@ def test_no_saved_widget_state(path):
     assert path.stat().st_size < 1_000_000, f"{path.name} is {path.stat().st_size} bytes"
 
 
-# notebook -> the exercises whose reference solution it keeps in a hidden cell (otelab.exercises.SOLUTIONS)
+# notebook -> the exercises whose reference solution it keeps in a hidden cell (otelab.toy.exercises.SOLUTIONS)
 HIDDEN_SOLUTIONS = {"01_null_space_collapse": ("eq4",),
                     "02_lemma_3_1_equivalence": ("ote_update", "aligned_step"),
                     "03_prop_3_4_building_stable_editors": ("prop_a3",),
@@ -50,7 +50,7 @@ HIDDEN_SOLUTIONS = {"01_null_space_collapse": ("eq4",),
 def test_exercise_solutions_are_hidden_after_the_exercise(stem):
     # ARENA's layout: the exercise cell (the learner's stub and the checker), then the solution in a
     # collapsed cell; the solution's code is nowhere visible above it, and it is otelab's own copy
-    from otelab.exercises import solution
+    from otelab.toy.exercises import solution
 
     cells = json.loads((NOTEBOOKS[0].parent / f"{stem}.ipynb").read_text())["cells"]
     code = [("".join(c["source"]), c["metadata"]) for c in cells if c["cell_type"] == "code"]

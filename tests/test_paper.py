@@ -1,4 +1,4 @@
-"""Tests for otelab.paper: the tables as data, reading a printed cell, claims resolving to printed rows."""
+"""Tests for otelab.paper.claims: the tables as data, reading a printed cell, claims resolving to printed rows."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from otelab import paper
-
-
+from otelab.paper import claims as paper
 def test_number_reads_printed_cells():
     assert paper.number("99.85 ± 0.08") == 99.85
     assert paper.number("95.29 / 88.33") == 95.29 and paper.number("95.29 / 88.33", "OTE") == 88.33

@@ -1,4 +1,4 @@
-"""Tests for otelab.protocol: the recorded 2,000-edit protocol as tables, curves and verdicts.
+"""Tests for otelab.paper.protocol: the recorded 2,000-edit protocol as tables, curves and verdicts.
 
 Synthetic runs (the ``otelab-stream/1`` layout, numbers chosen here) check the arithmetic and the
 wording; the recorded λ = 1,000 aligned MEMIT run checks that a real file reads back unchanged.
@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from otelab import paper, plots, protocol as P
+from otelab.paper import claims as paper
 
+from otelab.toy import plots
+
+from otelab.paper import protocol as P
 ROOT = Path(__file__).resolve().parent.parent
 RECORDED = ROOT / "experiments" / "results" / "stream2000-memit-aligned-lam1000.json"
 TASKS = ("sst2", "mmlu")

@@ -1,4 +1,4 @@
-"""The layer-by-layer key pass (otelab.replay) against a fresh forward per layer."""
+"""The layer-by-layer key pass (otelab.engine.replay) against a fresh forward per layer."""
 from __future__ import annotations
 
 import os
@@ -6,12 +6,12 @@ import os
 import pytest
 import torch
 
-from otelab.engine import EditSession
-from otelab.keys import compute_keys, context_templates, subject_hidden
-from otelab.models import tiny_model
-from otelab.replay import LayerwiseKeys
-from otelab.requests import EditRequest
-from otelab.values import ValueResult
+from otelab.engine.session import EditSession
+from otelab.engine.keys import compute_keys, context_templates, subject_hidden
+from otelab.models.loading import tiny_model
+from otelab.engine.replay import LayerwiseKeys
+from otelab.data.requests import EditRequest
+from otelab.engine.values import ValueResult
 
 ARCHES = ["llama", "gpt2", "gptj", "qwen2"]
 REQS = [EditRequest("{} lives in the city of", "Alice Smith", "Paris"),
@@ -137,8 +137,8 @@ def test_unknown_key_mode_is_rejected():
 @pytest.mark.slow
 def test_smollm2_layerwise_equals_full():
     """On SmolLM2 (float32), two steps of five fact-bank edits agree with the per-layer forwards to 1e-4."""
-    from otelab.data import load_factbank
-    from otelab.models import load_model
+    from otelab.data.loaders import load_factbank
+    from otelab.models.loading import load_model
     lm = load_model("smollm2-135m")
     reqs = [r.request() for r in load_factbank(n=10)]
     cov = {l: torch.eye(lm.adapter.get_W(lm.model, l).shape[1]) * 1e-2 for l in lm.layers}

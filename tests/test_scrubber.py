@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from otelab import panels
-from otelab.report import Report
-from otelab.stream import FORMAT, load_runs, recorded_runs, stream_report
-from otelab.widgets import Scrubber
+from otelab.views import panels
+from otelab.eval.report import Report
+from otelab.workbench.stream import FORMAT, load_runs, recorded_runs, stream_report
+from otelab.views.widgets import Scrubber
 
 RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "results"
 RECORDED = RESULTS / "stream2000-memit-aligned-lam1000.json"
@@ -89,8 +89,8 @@ def test_scrubber_moves_over_synthetic_runs_without_recomputing(monkeypatch):
     runs = {"A": synthetic_run(), "B": synthetic_run("alphaedit", shift=1.0)}
     sc = Scrubber(runs)
     assert list(sc.slider.options) == [0, 10, 20, 30, 40] and sc.upto == 40
-    import otelab.stream
-    monkeypatch.setattr(otelab.stream, "stream_report", lambda *a, **k: pytest.fail("recomputed a report"))
+    import otelab.workbench.stream
+    monkeypatch.setattr(otelab.workbench.stream, "stream_report", lambda *a, **k: pytest.fail("recomputed a report"))
     curves = sc.figures["curves"]
     trace_ids = [id(t) for t in curves.data]
     sc.slider.value = 30
@@ -154,7 +154,7 @@ def test_recorded_runs_prefers_the_first_folder_with_a_complete_run(tmp_path):
 
 
 def test_recorded_runs_default_is_found_from_the_package_not_the_working_directory(tmp_path, monkeypatch):
-    from otelab.stream import RESULTS_ENV, results_dir
+    from otelab.workbench.stream import RESULTS_ENV, results_dir
 
     monkeypatch.delenv(RESULTS_ENV, raising=False)
     monkeypatch.chdir(tmp_path)   # a notebook copied elsewhere (the browser test's temporary root)

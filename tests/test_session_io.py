@@ -11,10 +11,10 @@ import time
 import pytest
 import torch
 
-from otelab import session_store
-from otelab.engine import EditSession, SessionError
-from otelab.models import tiny_model
-from otelab.requests import EditRequest
+from otelab.engine import store as session_store
+from otelab.engine.session import EditSession, SessionError
+from otelab.models.loading import tiny_model
+from otelab.data.requests import EditRequest
 
 REQS = [EditRequest("{} lives in the city of", "Alice", "Paris"),
         EditRequest("{} works as a", "Bob", "doctor")]
@@ -334,7 +334,7 @@ def test_eval_prints_a_corrupt_session_without_traceback_before_loading_the_mode
     f.write_bytes(f.read_bytes()[:100])
     env = dict(os.environ, PYTHONPATH=os.getcwd(), OMP_NUM_THREADS="1")
     for args in (["--session", str(tmp_path / "s")], ["--session", str(tmp_path / "nowhere")]):
-        proc = subprocess.run([sys.executable, "-m", "otelab.cli", "eval", "--model", "no-such-model-xyz", *args],
+        proc = subprocess.run([sys.executable, "-m", "otelab.cli.main", "eval", "--model", "no-such-model-xyz", *args],
                               capture_output=True, text=True, env=env)
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr
@@ -359,7 +359,7 @@ def test_a_session_made_with_an_explicit_cov_needs_the_same_cov(two_sessions, tm
 
 
 def test_a_default_covariance_is_rebuilt_and_checked(tmp_path, monkeypatch):
-    from otelab import covariance
+    from otelab.engine import covariance
     monkeypatch.setenv("OTELAB_CACHE", str(tmp_path / "cache"))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(f"Paragraph {i} talks about cities, rivers and people." for i in range(100)))

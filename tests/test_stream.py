@@ -1,4 +1,4 @@
-"""otelab.stream on a tiny random model: retention matrix, weight statistics, run_stream end to end and resume."""
+"""otelab.workbench.stream on a tiny random model: retention matrix, weight statistics, run_stream end to end and resume."""
 from __future__ import annotations
 
 import json
@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from otelab import stream as S
-from otelab.data import load_probes
-from otelab.engine import EditSession
-from otelab.models import tiny_model
-from otelab.values import compute_values
+from otelab.workbench import stream as S
+from otelab.data.loaders import load_probes
+from otelab.engine.session import EditSession
+from otelab.models.loading import tiny_model
+from otelab.engine.values import compute_values
 
 SUBJECTS = ["Alice Smith", "Bob Jones", "Carol King", "Dan Brown", "Eve Adams", "Frank Moore"]
 NEW = ["Paris", "Rome", "Berlin", "Madrid", "Vienna", "Oslo"]
@@ -168,20 +168,20 @@ def test_paper_stream_cli_runs_and_resumes(tmp_path, monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    import otelab.cli_eval
-    import otelab.covariance
-    import otelab.data
-    import otelab.models
+    import otelab.cli.eval
+    import otelab.engine.covariance
+    import otelab.data.loaders
+    import otelab.models.loading
 
     spec = importlib.util.spec_from_file_location(
         "paper_stream", Path(__file__).resolve().parents[1] / "experiments" / "paper_stream.py")
     ps = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ps)
-    monkeypatch.setattr(otelab.models, "load_model", lambda name=None: fresh())
-    monkeypatch.setattr(otelab.data, "load_counterfact", lambda: records() + records()[:2])
-    monkeypatch.setattr(otelab.data, "load_glue", lambda t: load_probes("rte" if t == "nli" else t, 5))
-    monkeypatch.setattr(otelab.cli_eval, "held_out_texts", lambda n: ["The river flows into the sea."] * n)
-    monkeypatch.setattr(otelab.covariance, "get_covariance", lambda lm, layers, **kw: cov(lm))
+    monkeypatch.setattr(otelab.models.loading, "load_model", lambda name=None: fresh())
+    monkeypatch.setattr(otelab.data.loaders, "load_counterfact", lambda: records() + records()[:2])
+    monkeypatch.setattr(otelab.data.loaders, "load_glue", lambda t: load_probes("rte" if t == "nli" else t, 5))
+    monkeypatch.setattr(otelab.cli.eval, "held_out_texts", lambda n: ["The river flows into the sea."] * n)
+    monkeypatch.setattr(otelab.engine.covariance, "get_covariance", lambda lm, layers, **kw: cov(lm))
     out = tmp_path / "run.json"
     argv = ["--n", "4", "--batch", "2", "--checkpoint-every", "1", "--values", "unedited", "--glue-n", "2",
             "--shots", "1", "--texts", "2", "--latent-n", "2", "--sample-per-batch", "1", "--cov-weight", "5",
@@ -258,19 +258,19 @@ def test_paper_stream_runs_share_one_process_and_skip_finished(tmp_path, monkeyp
     import importlib.util
     from pathlib import Path
 
-    import otelab.cli_eval
-    import otelab.covariance
-    import otelab.data
-    import otelab.models
+    import otelab.cli.eval
+    import otelab.engine.covariance
+    import otelab.data.loaders
+    import otelab.models.loading
 
     spec = importlib.util.spec_from_file_location(
         "paper_stream", Path(__file__).resolve().parents[1] / "experiments" / "paper_stream.py")
     ps = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ps)
-    monkeypatch.setattr(otelab.models, "load_model", lambda name=None: fresh())
-    monkeypatch.setattr(otelab.data, "load_counterfact", lambda: records() + records()[:2])
-    monkeypatch.setattr(otelab.cli_eval, "held_out_texts", lambda n: ["The river flows into the sea."] * n)
-    monkeypatch.setattr(otelab.covariance, "get_covariance", lambda lm, layers, **kw: cov(lm))
+    monkeypatch.setattr(otelab.models.loading, "load_model", lambda name=None: fresh())
+    monkeypatch.setattr(otelab.data.loaders, "load_counterfact", lambda: records() + records()[:2])
+    monkeypatch.setattr(otelab.cli.eval, "held_out_texts", lambda n: ["The river flows into the sea."] * n)
+    monkeypatch.setattr(otelab.engine.covariance, "get_covariance", lambda lm, layers, **kw: cov(lm))
     common = ["--n", "4", "--batch", "2", "--checkpoint-every", "1", "--values", "unedited", "--glue-n", "0",
               "--texts", "2", "--latent-n", "2", "--sample-per-batch", "1"]
     with pytest.raises(SystemExit):                           # a bad spec fails before any model work

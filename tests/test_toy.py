@@ -1,4 +1,4 @@
-"""Tests for otelab.toy: the world is deterministic and shaped as documented; the metrics mean what they say."""
+"""Tests for otelab.toy.world: the world is deterministic and shaped as documented; the metrics mean what they say."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import torch
 
 from otelab import ote
 from otelab.ote import EditError
-from otelab.toy import (RULES, ToyConfig, collapse_summary, collapse_sweep, forgetting_table, make_world,
+from otelab.toy.world import (RULES, ToyConfig, collapse_summary, collapse_sweep, forgetting_table, make_world,
                         run_rule)
 
 SMALL = ToyConfig(d_o=16, d_i=32, n0=128, r=8, n=2, T=12, seed=3)
@@ -160,8 +160,7 @@ def test_default_toy_collapses():
 
 
 def test_plots_and_explorer_update_in_place(world):
-    from otelab import plots
-
+    from otelab.toy import plots
     ns = run_rule(world, "memorize-nullspace", cond_every=0)
     full = run_rule(world, "memorize-full", cond_every=0)
     fig = plots.collapse_figure(ns, full)
@@ -178,8 +177,7 @@ def test_sweep_figure_labels_every_sampled_value_on_its_log_axis():
     """plotly's own log ticks read "9, 1, 2 … 10" and left n = 16 unlabelled; each sampled n gets a tick."""
     import pandas as pd
 
-    from otelab import plots
-
+    from otelab.toy import plots
     df = pd.DataFrame([{"n": n, "null_dims": d, "seed": s, "ratio": 10 / n ** 0.3 + d / 100 + s}
                        for n in (1, 4, 16) for d in (193, 212) for s in (0, 1)])
     fig = plots.sweep_figure(df)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from otelab import values as V
-from otelab.cli import main
-from otelab.data import load_factbank
-from otelab.keys import context_templates
-from otelab.models import tiny_model
-from otelab.valuebank import ValueBank, ValueBankError, ValueBankWarning
+from otelab.engine import values as V
+from otelab.cli.main import main
+from otelab.data.loaders import load_factbank
+from otelab.engine.keys import context_templates
+from otelab.models.loading import tiny_model
+from otelab.engine.valuebank import ValueBank, ValueBankError, ValueBankWarning
 
 REQS = [r.request() for r in load_factbank(n=6)]
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def test_export_import_round_trip(lm, tmp_path, monkeypatch):
 
 
 def test_shipped_values_are_imported_when_they_match(lm, tmp_path, monkeypatch):
-    from otelab.valuebank import fill_from_export
+    from otelab.engine.valuebank import fill_from_export
 
     ref = ValueBank(lm, path=tmp_path / "a", progress=False).get(REQS)
     file = ValueBank(lm, path=tmp_path / "a", progress=False).export(tmp_path / "shipped.safetensors", REQS)
@@ -146,7 +146,7 @@ def test_shipped_values_are_imported_when_they_match(lm, tmp_path, monkeypatch):
 
 
 def test_shipped_values_of_another_model_are_refused_then_computed(lm, tmp_path):
-    from otelab.valuebank import fill_from_export
+    from otelab.engine.valuebank import fill_from_export
 
     file = ValueBank(tiny(seed=1), path=tmp_path / "x", progress=False).export(tmp_path / "other.safetensors", REQS[:2])
     bank = ValueBank(lm, path=tmp_path / "b", progress=False)
@@ -162,7 +162,7 @@ def test_shipped_values_of_another_model_are_refused_then_computed(lm, tmp_path)
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_a_corrupted_shipped_file_is_detected(lm, tmp_path, damage):
-    from otelab.valuebank import fill_from_export
+    from otelab.engine.valuebank import fill_from_export
 
     file = ValueBank(lm, path=tmp_path / "a", progress=False).export(tmp_path / "v.safetensors", REQS[:3])
     raw = bytearray(file.read_bytes())
@@ -181,10 +181,10 @@ def test_a_corrupted_shipped_file_is_detected(lm, tmp_path, damage):
 def test_the_shipped_factbank_values_match_smollm2_spec_and_the_factbank():
     """The shipped file is intact and holds the values of the first fact-bank records, at least the demo's
     default stream (checked without the model)."""
-    from otelab.demo import DemoConfig
+    from otelab.demo.run import DemoConfig
     from safetensors import safe_open
 
-    from otelab.valuebank import FACTBANK_VALUES, _digest, _tensors_sha256, request_fields
+    from otelab.engine.valuebank import FACTBANK_VALUES, _digest, _tensors_sha256, request_fields
     with safe_open(str(FACTBANK_VALUES), framework="pt") as f:
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     spec, keys = json.loads(meta["otelab_spec"]), json.loads(meta["keys"])
@@ -199,8 +199,8 @@ def test_the_shipped_factbank_values_match_smollm2_spec_and_the_factbank():
 @pytest.mark.slow
 def test_the_shipped_factbank_values_are_imported_for_smollm2(tmp_path, monkeypatch):
     """On the real model the shipped file matches the demo's spec: its values fill an empty bank, nothing is optimised."""
-    from otelab.models import load_model
-    from otelab.valuebank import FACTBANK_VALUES, fill_from_export
+    from otelab.models.loading import load_model
+    from otelab.engine.valuebank import FACTBANK_VALUES, fill_from_export
 
     reqs = [r.request() for r in load_factbank(n=8)]
     bank = ValueBank(load_model("smollm2-135m"), path=tmp_path, progress=False)   # the demo's: default templates
@@ -212,9 +212,9 @@ def test_the_shipped_factbank_values_are_imported_for_smollm2(tmp_path, monkeypa
 
 _WORKER = """
 import sys
-from otelab.data import load_factbank
-from otelab.models import tiny_model
-from otelab.valuebank import ValueBank
+from otelab.data.loaders import load_factbank
+from otelab.models.loading import tiny_model
+from otelab.engine.valuebank import ValueBank
 m = tiny_model("llama")
 m.preset = m.preset.replace(v_steps=12)
 ValueBank(m, path=sys.argv[1], chunk=1, progress=False).get([r.request() for r in load_factbank(n=int(sys.argv[2]))])
@@ -297,7 +297,7 @@ def test_cli_edit_with_banked_values(tmp_path, monkeypatch):
     argv = ["edit", "--model", "tiny-llama", "--requests", str(reqs), "--batch", "2", "--values", "bank",
             "--corpus", str(corpus), "--cov-tokens", "400", "--out", str(tmp_path / "run")]
     assert main(argv) == 0
-    from otelab.models import load_model
+    from otelab.models.loading import load_model
     bank = ValueBank(load_model("tiny-llama"), progress=False)
     assert len(bank) == 3 and bank.missing(REQS[:3]) == []
     no_compute(monkeypatch)
@@ -307,14 +307,14 @@ def test_cli_edit_with_banked_values(tmp_path, monkeypatch):
 def test_the_module_example_runs():
     import doctest
 
-    import otelab.valuebank
-    res = doctest.testmod(otelab.valuebank)
+    import otelab.engine.valuebank
+    res = doctest.testmod(otelab.engine.valuebank)
     assert res.attempted >= 5 and res.failed == 0
 
 
 @pytest.mark.slow
 def test_smollm2_value_does_not_depend_on_batch_mates():
-    from otelab.models import load_model
+    from otelab.models.loading import load_model
 
     m = load_model()
     reqs = [r.request() for r in load_factbank(n=3)]

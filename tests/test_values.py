@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from otelab import values as V
-from otelab.data import load_factbank, sample_records
-from otelab.keys import context_templates
-from otelab.models import tiny_model
+from otelab.engine import values as V
+from otelab.data.loaders import load_factbank, sample_records
+from otelab.engine.keys import context_templates
+from otelab.models.loading import tiny_model
 
 REQS = [r.request() for r in load_factbank(n=8)]
 

@@ -1,4 +1,4 @@
-"""Tests for otelab.verify (``otelab verify``): JSON keys, exit status, the failing path."""
+"""Tests for otelab.toy.verify (``otelab verify``): JSON keys, exit status, the failing path."""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +6,7 @@ import json
 
 import pytest
 
-from otelab import verify
-
-
+from otelab.toy import verify
 def _args(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     verify.add_arguments(p)
@@ -49,7 +47,6 @@ def test_references_do_not_use_the_core(monkeypatch):
     import torch
 
     from otelab import ote
-
     w = verify._world(0, True)
     K, V, _ = w.batches[0]
     before = verify._ote_ref(w, K, V, P=w.P, lam=0.1)

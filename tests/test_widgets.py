@@ -11,14 +11,14 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from otelab import panels
-from otelab.data import load_factbank, load_probes
-from otelab.drift import hidden_states_at_subject
-from otelab.metrics import Baseline, greedy_generate
-from otelab.models import tiny_model
-from otelab.report import Report
-from otelab.widgets import CUSTOM, NO_COMPARE, WorkbenchUI
-from otelab.workbench import (LatentProjection, Sizes, Workbench, WorkbenchData, WorkbenchError, ci_size,
+from otelab.views import panels
+from otelab.data.loaders import load_factbank, load_probes
+from otelab.eval.drift import hidden_states_at_subject
+from otelab.eval.metrics import Baseline, greedy_generate
+from otelab.models.loading import tiny_model
+from otelab.eval.report import Report
+from otelab.views.widgets import CUSTOM, NO_COMPARE, WorkbenchUI
+from otelab.workbench.bench import (LatentProjection, Sizes, Workbench, WorkbenchData, WorkbenchError, ci_size,
                               unedited_weights, valid_modes)
 
 TEXTS = ["The cat sat on the mat and looked at the door.", "Water is a liquid. The sun is a star in the sky."]

@@ -9,13 +9,13 @@ import os
 import pytest
 import torch
 
-import otelab.engine
-import otelab.metrics
-import otelab.values
-from otelab.data import load_factbank
-from otelab.models import tiny_model
-from otelab.widgets import WorkbenchUI
-from otelab.workbench import (REPLAY_DRAW, BankValues, Sizes, Workbench, WorkbenchData, WorkbenchError,
+import otelab.engine.session
+import otelab.eval.metrics
+import otelab.engine.values
+from otelab.data.loaders import load_factbank
+from otelab.models.loading import tiny_model
+from otelab.views.widgets import WorkbenchUI
+from otelab.workbench.bench import (REPLAY_DRAW, BankValues, Sizes, Workbench, WorkbenchData, WorkbenchError,
                               replay_data)
 
 TEXTS = ["The cat sat on the mat and looked at the door.", "Water is a liquid. The sun is a star in the sky."]
@@ -71,9 +71,9 @@ def test_replay_step_reads_banked_values_once_for_both_sessions_and_scores_the_s
     wb = replay_wb(data, tmp_path)
     assert wb.values_note()[1] is False
     assert wb.fill_values() == 8 and wb.values_note()[1] is True
-    optimised = Calls(monkeypatch, otelab.engine, "compute_values")     # values inside session.step
-    computed = Calls(monkeypatch, otelab.values, "compute_values")      # any value optimisation at all
-    scored = Calls(monkeypatch, otelab.metrics, "edit_scores")
+    optimised = Calls(monkeypatch, otelab.engine.session, "compute_values")     # values inside session.step
+    computed = Calls(monkeypatch, otelab.engine.values, "compute_values")      # any value optimisation at all
+    scored = Calls(monkeypatch, otelab.eval.metrics, "edit_scores")
     wb.step(2)
     assert optimised.n == 0 and computed.n == 0
     a, b = (t.session for t in wb.tracks)
@@ -95,7 +95,7 @@ def test_missing_values_say_so_and_never_optimise_on_a_click(data, tmp_path, mon
     wb = ui.workbench
     assert "#b00020" in ui.message.value and "otelab values compute --data counterfact --n 2000" in ui.message.value
     assert "8 of 8 in the stream" in ui.message.value
-    computed = Calls(monkeypatch, otelab.values, "compute_values")
+    computed = Calls(monkeypatch, otelab.engine.values, "compute_values")
     before = [weights(t.loaded) for t in wb.tracks]
     ui.step_button.click()
     assert computed.n == 0
@@ -150,7 +150,7 @@ def test_replay_sizes_and_data(monkeypatch):
 
 @pytest.mark.skipif(not os.environ.get("OTELAB_DATA_DIR"), reason="needs $OTELAB_DATA_DIR (CounterFact)")
 def test_replay_data_is_the_recorded_draw():
-    from otelab.data import load_counterfact, sample_records
+    from otelab.data.loaders import load_counterfact, sample_records
 
     sizes = Sizes.replay(ci=True)
     d = replay_data(sizes)

@@ -1,0 +1,559 @@
+"""A value bank: MEMIT target values computed once per request, stored on disk, reused everywhere.
+
+A target value (:func:`otelab.engine.values.compute_values`) depends only on the unedited model,
+the preset's value settings, the value layer, the context templates and the request
+itself (not on its batch-mates: every request stops on its own NLL). So it is computed
+once and kept, keyed per request by all of these.
+
+Layout: one folder per *spec* (model fingerprint + value settings + layer + templates),
+``<cache>/values/<model>-<spec digest>/`` by default, holding
+
+* ``shard-*.safetensors``: the values of one computed chunk (``z``, ``z_init``, the NLL
+  trajectory and the steps of each request), with the spec, the request keys and the
+  SHA-256 of the tensors in the file's metadata, so that every shard describes itself;
+* ``index.json``: the spec and, per shard, its request keys and the SHA-256 of the file.
+
+A shard is written (atomically) after each chunk, then the index; a computation killed at
+any point resumes where it stopped (a shard whose index entry is missing is adopted after
+its own checksum is verified). A shard whose file checksum, tensor checksum or spec does
+not match is never used: a :class:`ValueBankWarning` names it and why, it is renamed
+``*.bad`` and its requests are recomputed.
+
+Protocols. The bank holds values optimised once on the **unedited** model (``--values
+bank``). The seed code's protocol re-optimises the values every step on the **edited**
+model (``EditSession.step(batch)`` without values; ``--values per-step``): there a damaged
+editor's errors feed into its next targets.
+
+Example (a tiny random model; values go to a temporary folder)::
+
+    >>> import tempfile
+    >>> from otelab.models.loading import tiny_model
+    >>> from otelab.data.requests import EditRequest
+    >>> from otelab.engine.valuebank import ValueBank
+    >>> lm = tiny_model("llama"); lm.preset = lm.preset.replace(v_steps=2)
+    >>> reqs = [EditRequest("{} lives in", "Alice", "Paris"), EditRequest("{} works as a", "Bob", "cook")]
+    >>> bank = ValueBank(lm, path=tempfile.mkdtemp(), progress=False)
+    >>> len(bank.missing(reqs))
+    2
+    >>> vals = bank.get(reqs)             # computed, stored
+    >>> tuple(vals.z.shape) == (2, lm.model.config.hidden_size), len(bank.missing(reqs))
+    (True, 0)
+    >>> bool((bank.get(reqs[::-1]).z[0] == vals.z[1]).all())   # read back, in request order
+    True
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from otelab.engine import values as V
+from otelab.cache import atomic_write_bytes, atomic_write_json, cache_dir, sha256_file
+from otelab.data.loaders import BUILTIN_DIR
+from otelab.data.requests import EditRequest
+
+# the values of the whole built-in fact bank for the default model, shipped with otelab
+# (`otelab values export --data factbank`); used by `otelab demo` when its spec matches
+FACTBANK_VALUES = BUILTIN_DIR / "factbank-values-smollm2-135m.safetensors"
+FORMAT = 1   # bump when the optimisation in otelab.engine.values changes its result: old banks then stop matching
+_SETTINGS = ("v_lr", "v_steps", "clamp_factor", "kl_factor", "v_weight_decay", "dtype")
+
+
+class ValueBankError(ValueError):
+    """A bank file that cannot be used (import of a foreign or corrupted file)."""
+
+
+class ValueBankWarning(UserWarning):
+    """A stored shard was ignored (corrupted or mismatched); its values are recomputed."""
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _short(fingerprint) -> str:
+    """``"sha256:246f0120de7a…"`` -> ``"246f0120de7a"`` (for messages)."""
+    return str(fingerprint).rpartition(":")[2][:12]
+
+
+def _tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def request_fields(r: EditRequest) -> dict:
+    """What of a request its value depends on (the prompt as a template, the subject, the new target)."""
+    return {"prompt": r.template, "subject": r.subject, "target_new": r.target_new}
+
+
+def value_spec(loaded, templates: Sequence[str] | None = None, layer: int | None = None) -> dict:
+    """Everything besides the request that a value depends on.
+
+    Arguments:
+        loaded: a :class:`otelab.models.loading.LoadedModel`.
+        templates: context templates (default :func:`otelab.engine.keys.context_templates`).
+        layer: the value layer (default the preset's last edited layer).
+    Returns:
+        A JSON-able dict: format, model name and fingerprint, value settings, early-stop
+        threshold, layer, templates.
+    """
+    from otelab.engine.keys import context_templates
+
+    p = loaded.preset
+    return {"format": FORMAT, "model": p.name, "fingerprint": str(loaded.fingerprint),
+            "settings": {k: getattr(p, k) for k in _SETTINGS}, "early_stop_nll": V.EARLY_STOP_NLL,
+            "layer": max(p.layers) if layer is None else int(layer),
+            "templates": list(context_templates(loaded) if templates is None else templates)}
+
+
+class ValueBank:
+    """Per-request target values of one model and value spec, on disk.
+
+    Arguments:
+        loaded: a :class:`otelab.models.loading.LoadedModel` (the unedited model: values are
+            always optimised on the model as loaded).
+        path: the bank's folder (default ``<cache>/values/<model>-<spec digest>``).
+        templates: context templates (default the model's :func:`otelab.engine.keys.context_templates`).
+        chunk: requests optimised and stored together (bounds memory and the work lost to a kill).
+        progress: show a ``tqdm`` bar (with ETA) while computing.
+    """
+
+    def __init__(self, loaded, path: str | os.PathLike | None = None, templates: Sequence[str] | None = None,
+                 chunk: int = V.DEFAULT_CHUNK, progress: bool = True):
+        if chunk < 1:
+            raise ValueError(f"ValueBank: chunk must be ≥ 1, got {chunk}")
+        self.loaded, self.chunk, self.progress = loaded, chunk, progress
+        self.spec = value_spec(loaded, templates)
+        self.spec_id = _digest(self.spec)[:16]
+        slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in loaded.preset.name)
+        self.path = Path(path) if path is not None else cache_dir("values") / f"{slug}-{self.spec_id}"
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._where: dict[str, tuple[str, int]] = {}      # request key -> (shard name, row)
+        self._loaded_shards: dict[str, dict[str, torch.Tensor]] = {}
+        self._scan()
+
+    # ------------------------------------------------------------------ keys and index
+
+    def key(self, request: EditRequest) -> str:
+        """The bank key of one request (SHA-256 of the spec digest and the request's fields)."""
+        return _digest({"spec": self.spec_id, "request": request_fields(request)})[:32]
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise index updates between processes filling the same bank."""
+        with open(self.path / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _read_index(self) -> dict:
+        file = self.path / "index.json"
+        if not file.is_file():
+            return {"spec": self.spec, "shards": {}}
+        try:
+            index = json.loads(file.read_text(encoding="utf-8"))
+            assert isinstance(index.get("shards"), dict)
+        except Exception as e:   # a garbled index is rebuilt from the self-describing shards
+            warnings.warn(f"value bank {self.path}: index.json cannot be read ({type(e).__name__}); "
+                          "rebuilding it from the shards", ValueBankWarning, stacklevel=3)
+            return {"spec": self.spec, "shards": {}}
+        if index.get("spec") != self.spec:
+            other = index.get("spec") or {}
+            differ = sorted(k for k in set(other) | set(self.spec) if other.get(k) != self.spec.get(k))
+            raise ValueBankError(f"{self.path} holds the value bank of another model or value spec "
+                                 f"({other.get('model')}, differs in {differ}); give another folder")
+        return index
+
+    def _check_shard(self, file: Path, sha_file: str | None) -> tuple[dict | None, str | None]:
+        """Read and verify one shard; returns (tensors + keys, None) or (None, why it cannot be used).
+
+        A shard of another spec is reported with a reason starting "another spec"."""
+        from safetensors import safe_open
+
+        if sha_file is not None and sha256_file(file) != sha_file:
+            return None, "its file checksum does not match the index (file corrupted)"
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            spec, keys = json.loads(meta["otelab_spec"]), json.loads(meta["keys"])
+        except Exception as e:   # truncated or garbled file: safetensors/json raise various types
+            return None, f"it cannot be read ({type(e).__name__}: {e})"
+        if spec != self.spec:
+            differ = sorted(k for k in set(spec) | set(self.spec) if spec.get(k) != self.spec.get(k))
+            return None, f"another spec: it was computed for {spec.get('model')} with other fields {differ}"
+        if _tensors_sha256(tensors) != meta.get("sha256"):
+            return None, "its tensor checksum does not match (file corrupted)"
+        if set(tensors) != {"z", "z_init", "nll", "steps"} or any(t.shape[0] != len(keys) for t in tensors.values()):
+            return None, "its tensors do not match its keys"
+        return {"keys": keys, **tensors}, None
+
+    def _reject(self, file: Path, why: str) -> None:
+        warnings.warn(f"ignoring value bank shard {file}: {why}; its values will be recomputed",
+                      ValueBankWarning, stacklevel=4)
+        if file.exists():
+            os.replace(file, file.with_suffix(".bad"))   # kept for inspection, never read again
+
+    def _scan(self, verify: bool = False) -> list[tuple[str, str]]:
+        """Load the index; adopt shards written but not indexed (a kill in between); optionally verify all."""
+        bad = []
+        with self._lock():
+            index = self._read_index()
+            changed = not (self.path / "index.json").is_file()
+            for name in sorted(p.name for p in self.path.glob("shard-*.safetensors")):
+                entry = index["shards"].get(name)
+                if entry is not None and not verify:
+                    continue
+                data, why = self._check_shard(self.path / name, entry["sha256"] if entry else None)
+                if data is None and why.startswith("another spec") and entry is None:
+                    # not ours (copied in by hand): left alone, never indexed
+                    warnings.warn(f"value bank {self.path}: ignoring {name}: {why}", ValueBankWarning, stacklevel=3)
+                    continue
+                if data is None:
+                    bad.append((name, why))
+                    self._reject(self.path / name, why)
+                    index["shards"].pop(name, None)
+                else:
+                    index["shards"][name] = {"keys": data["keys"], "sha256": sha256_file(self.path / name)}
+                    self._loaded_shards[name] = data
+                changed = changed or entry is None or data is None
+            for name in [s for s in index["shards"] if not (self.path / s).is_file()]:
+                del index["shards"][name]     # a shard removed by hand: its values are simply missing
+                changed = True
+            if changed:
+                atomic_write_json(self.path / "index.json", index, indent=None)
+        self._where = {k: (name, row) for name, e in sorted(index["shards"].items())
+                       for row, k in enumerate(e["keys"])}
+        return bad
+
+    def _shard(self, name: str) -> dict | None:
+        """A verified shard's tensors (read once per bank object)."""
+        if name not in self._loaded_shards:
+            index = self._read_index()
+            entry = index["shards"].get(name)
+            data, why = self._check_shard(self.path / name, entry["sha256"] if entry else None)
+            if data is None:
+                with self._lock():
+                    self._reject(self.path / name, why)
+                    index = self._read_index()
+                    index["shards"].pop(name, None)
+                    atomic_write_json(self.path / "index.json", index, indent=None)
+                self._where = {k: w for k, w in self._where.items() if w[0] != name}
+                return None
+            self._loaded_shards[name] = data
+        return self._loaded_shards[name]
+
+    def _add_shard(self, name: str, tensors: dict, keys: list, meta: dict) -> None:
+        """Write one shard atomically, register it in the index (under the lock) and in memory."""
+        from safetensors.torch import save
+
+        atomic_write_bytes(self.path / name, save(tensors, metadata=meta))
+        with self._lock():
+            index = self._read_index()
+            index["shards"][name] = {"keys": keys, "sha256": sha256_file(self.path / name)}
+            atomic_write_json(self.path / "index.json", index, indent=None)
+        self._loaded_shards[name] = {"keys": keys, **tensors}
+        self._where.update({k: (name, row) for row, k in enumerate(keys)})
+
+    def _write_shard(self, keys: list[str], requests: list[EditRequest], res: V.ValueResult,
+                     seconds: float) -> str:
+
+        steps = self.spec["settings"]["v_steps"]
+        n = len(keys)
+        nll = torch.full((n, steps), float("nan"))
+        for s, row in enumerate(res.losses):
+            nll[:, s] = torch.tensor(row)
+        tensors = {"z": res.z.detach().float().cpu().contiguous(), "z_init": res.z_init.detach().float().cpu().contiguous(),
+                   "nll": nll, "steps": torch.tensor(res.row_steps, dtype=torch.int32)}
+        name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{keys[0][:8]}.safetensors"
+        meta = {"otelab_spec": json.dumps(self.spec, sort_keys=True), "keys": json.dumps(keys),
+                "requests": json.dumps([request_fields(r) for r in requests], ensure_ascii=False),
+                "sha256": _tensors_sha256(tensors), "seconds": f"{seconds:.3f}"}
+        self._add_shard(name, tensors, keys, meta)
+        return name
+
+    # ------------------------------------------------------------------ public API
+
+    def missing(self, requests: Sequence[EditRequest]) -> list[EditRequest]:
+        """The requests whose values are not in the bank (each once, in first-seen order).
+
+        Arguments:
+            requests: edit requests.
+        Returns:
+            A list of :class:`EditRequest`.
+        """
+        seen, out = set(), []
+        for r in requests:
+            k = self.key(r)
+            if k not in self._where and k not in seen:
+                seen.add(k)
+                out.append(r)
+        return out
+
+    def compute(self, requests: Sequence[EditRequest]) -> int:
+        """Compute and store the values still missing for ``requests``, one shard per chunk.
+
+        Arguments:
+            requests: validated edit requests.
+        Returns:
+            The number of values computed.
+        """
+        from tqdm.auto import tqdm
+
+        todo = self.missing(requests)
+        if not todo:
+            return 0
+        bar = tqdm(total=len(todo), desc=f"target values ({self.spec['model']})", unit="value",
+                   disable=not self.progress)
+        try:
+            for i in range(0, len(todo), self.chunk):
+                part = todo[i:i + self.chunk]
+                t = time.perf_counter()
+                res = V.compute_values(self.loaded, part, self.spec["layer"], templates=self.spec["templates"],
+                                       chunk=self.chunk)
+                self._write_shard([self.key(r) for r in part], part, res, time.perf_counter() - t)
+                bar.update(len(part))
+        finally:
+            bar.close()
+        return len(todo)
+
+    def get(self, requests: Sequence[EditRequest], progress: bool | None = None,
+            compute: bool = True) -> V.ValueResult:
+        """The values of ``requests``, in request order; missing ones are computed (in chunks) and stored.
+
+        Arguments:
+            requests: validated edit requests (duplicates allowed).
+            progress: override the bank's ``progress`` for this call.
+            compute: compute what is missing (True), or raise :class:`ValueBankError` (False: e.g.
+                while the model is being edited, when values must come from the unedited one).
+        Returns:
+            :class:`otelab.engine.values.ValueResult` on ``loaded.device``: ``z``, ``z_init`` ``[n, d_model]``,
+            ``losses`` ``[steps][n]`` (each request's NLL trajectory, its last value repeated after it
+            stopped), ``steps`` (the longest) and ``row_steps``.
+        """
+        if not requests:
+            raise ValueError("ValueBank.get: no requests")
+        old, self.progress = self.progress, self.progress if progress is None else progress
+        try:
+            for _ in range(2):   # a shard found corrupted while reading is recomputed once
+                if not compute and (todo := self.missing(requests)):
+                    raise ValueBankError(f"value bank {self.path}: {len(todo)} of the {len(requests)} values are "
+                                         f"missing (first: {todo[0].name}) and computing is off")
+                self.compute(requests)
+                rows = []
+                for r in requests:
+                    name, row = self._where[self.key(r)]
+                    data = self._shard(name)
+                    if data is None:
+                        break
+                    rows.append((data, row))
+                else:
+                    break
+            else:
+                raise ValueBankError(f"value bank {self.path}: shards keep failing their checks")
+        finally:
+            self.progress = old
+        dev = self.loaded.device
+        pick = lambda k: torch.stack([d[k][i] for d, i in rows])
+        nll, steps = pick("nll"), pick("steps")                                    # [n, v_steps], [n]
+        n_steps = int(steps.max())
+        losses = [[round(float(nll[j, min(s, int(steps[j]) - 1)]), 6) for j in range(len(rows))]
+                  for s in range(n_steps)]
+        return V.ValueResult(z=pick("z").to(dev), z_init=pick("z_init").to(dev), losses=losses,
+                             steps=n_steps, row_steps=[int(s) for s in steps])
+
+    def verify(self) -> dict:
+        """Re-check every shard (file and tensor checksums, spec); bad ones are set aside.
+
+        Returns:
+            ``{"path", "shards", "values", "bad": [(shard, why), ...]}``.
+        """
+        bad = self._scan(verify=True)
+        return {"path": str(self.path), "shards": len({w[0] for w in self._where.values()}),
+                "values": len(self._where), "bad": bad}
+
+    def export(self, file: str | os.PathLike, requests: Sequence[EditRequest] | None = None) -> Path:
+        """Write the bank (or the values of ``requests``, computed if missing) to one safetensors file.
+
+        Arguments:
+            file: destination (written atomically).
+            requests: export only these (in this order); default every stored value.
+        Returns:
+            The file's path.
+        """
+        from safetensors.torch import save
+
+        if requests is not None:
+            self.compute(requests)
+            keys = list(dict.fromkeys(self.key(r) for r in requests))
+        else:
+            keys = sorted(self._where)
+        if not keys:
+            raise ValueBankError(f"value bank {self.path} is empty: nothing to export")
+        rows = []
+        for k in keys:
+            data = self._shard(self._where[k][0])
+            if data is None:
+                raise ValueBankError(f"value bank {self.path}: a shard failed its checks during export; run it again")
+            rows.append((data, self._where[k][1]))
+        tensors = {name: torch.stack([d[name][i] for d, i in rows]).contiguous() for name in ("z", "z_init", "nll", "steps")}
+        meta = {"otelab_spec": json.dumps(self.spec, sort_keys=True), "keys": json.dumps(keys),
+                "sha256": _tensors_sha256(tensors), "otelab_value_bank": str(FORMAT)}
+        file = Path(file)
+        atomic_write_bytes(file, save(tensors, metadata=meta))
+        return file
+
+    def _add_rows(self, keys: list[str], tensors: dict[str, torch.Tensor], source: str,
+                  wanted: set[str] | None = None) -> int:
+        """Store, as one new shard, the rows of checked tensors whose keys this bank lacks.
+
+        Arguments:
+            keys: one bank key per row of ``tensors`` (of this bank's spec).
+            tensors: ``z``, ``z_init`` ``[n, d]``, ``nll`` ``[n, v_steps]``, ``steps`` ``[n]``.
+            source: where they come from (kept in the shard's metadata).
+            wanted: store only these keys (default every key the bank lacks).
+        Returns:
+            The number of values stored (values already in the bank are never replaced).
+        """
+
+        rows, seen = [], set()
+        for i, k in enumerate(keys):
+            if k not in self._where and k not in seen and (wanted is None or k in wanted):
+                seen.add(k)
+                rows.append(i)
+        if not rows:
+            return 0
+        keys = [keys[i] for i in rows]
+        tensors = {name: t[rows].contiguous() for name, t in tensors.items()}
+        sha = _tensors_sha256(tensors)
+        name = f"shard-import-{sha[:16]}.safetensors"
+        meta = {"otelab_spec": json.dumps(self.spec, sort_keys=True), "keys": json.dumps(keys), "sha256": sha,
+                "imported_from": source}
+        self._add_shard(name, tensors, keys, meta)
+        return len(keys)
+
+    @classmethod
+    def import_(cls, file: str | os.PathLike, loaded, path: str | os.PathLike | None = None,
+                templates: Sequence[str] | None = None, **kw) -> "ValueBank":
+        """Add the values of an exported file to this model's bank, after checking them.
+
+        Arguments:
+            file: a file written by :meth:`export`.
+            loaded, path, templates, kw: as for :class:`ValueBank`.
+        Returns:
+            The bank, with the file's values it lacked stored as one shard (values already
+            in the bank are kept as they are).
+        Raises:
+            ValueBankError: the file cannot be read, fails its checksum, or was computed for
+                another model, value settings or templates (nothing is written then).
+        """
+        keys, tensors = read_export(file, value_spec(loaded, templates))
+        bank = cls(loaded, path=path, templates=templates, **kw)   # only now: a refused file creates nothing
+        bank._add_rows(keys, tensors, Path(file).name)
+        return bank
+
+
+def read_export(file: str | os.PathLike, spec: dict) -> tuple[list[str], dict[str, torch.Tensor]]:
+    """Read a file written by :meth:`ValueBank.export` and check it against a value spec.
+
+    Arguments:
+        file: the exported file.
+        spec: the :func:`value_spec` its values must have been computed with (model
+            fingerprint, value settings, layer, templates).
+    Returns:
+        ``(keys, tensors)``: the bank key of every row and ``z``, ``z_init`` ``[n, d]``,
+        ``nll`` ``[n, v_steps]``, ``steps`` ``[n]``.
+    Raises:
+        ValueBankError: the file cannot be read, fails its checksum, was computed for
+            another spec, or its tensors do not match its keys.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        other, keys = json.loads(meta["otelab_spec"]), json.loads(meta["keys"])
+    except Exception as e:   # truncated or garbled file: safetensors/json raise various types
+        raise ValueBankError(f"{file}: not a readable value bank export ({type(e).__name__}: {e})") from None
+    if _tensors_sha256(tensors) != meta.get("sha256"):
+        raise ValueBankError(f"{file}: checksum mismatch (file corrupted)")
+    if other != spec:
+        differ = sorted(k for k in set(other) | set(spec) if other.get(k) != spec.get(k))
+        raise ValueBankError(f"{file}: computed for another model or value spec ({other.get('model')} "
+                             f"{_short(other.get('fingerprint'))}…, differs in {differ}); this model is "
+                             f"{spec['model']} {_short(spec['fingerprint'])}…")
+    if set(tensors) != {"z", "z_init", "nll", "steps"} or any(t.shape[0] != len(keys) for t in tensors.values()):
+        raise ValueBankError(f"{file}: its tensors do not match its keys")
+    return keys, tensors
+
+
+def fill_from_export(bank: ValueBank, file: str | os.PathLike, requests: Sequence[EditRequest]) -> str:
+    """Import from an exported file the values of ``requests`` that ``bank`` lacks, if the file matches.
+
+    The file is used only when it was computed with the bank's exact spec (model
+    fingerprint, value settings, layer, templates) and passes its checksum; values
+    already in the bank are never replaced. Otherwise nothing is written and the caller
+    computes the values as usual.
+
+    Arguments:
+        bank: the bank to fill (e.g. the demo's).
+        file: a file written by :meth:`ValueBank.export` (e.g. :data:`FACTBANK_VALUES`).
+        requests: the requests whose values are wanted.
+    Returns:
+        A one-line note: how many values were imported, or why the file was not used;
+        ``""`` when the bank already held every value.
+    """
+    todo = {bank.key(r) for r in bank.missing(requests)}
+    if not todo:
+        return ""
+    name = Path(file).name
+    if not Path(file).is_file():
+        return f"{name} not found: computing the {len(todo)} missing values"
+    try:
+        keys, tensors = read_export(file, bank.spec)
+    except ValueBankError as e:
+        return f"not using {name}: {str(e).removeprefix(str(file) + ': ')}; computing the {len(todo)} missing values"
+    n = bank._add_rows(keys, tensors, name, wanted=todo)
+    rest = len(todo) - n
+    return (f"imported {n} values from {name} (checked: {bank.spec['model']} {_short(bank.spec['fingerprint'])}…)"
+            + (f"; computing the {rest} it lacks" if rest else ""))
+
+
+def list_banks(root: str | os.PathLike | None = None) -> list[dict]:
+    """The banks under ``root`` (default ``<cache>/values``), read from their indexes (no model needed).
+
+    Returns:
+        Per bank: ``{"path", "model", "fingerprint", "values", "shards", "templates"}``.
+    """
+    root = Path(root) if root is not None else cache_dir("values")
+    out = []
+    for index_file in sorted(root.glob("*/index.json")):
+        try:
+            index = json.loads(index_file.read_text(encoding="utf-8"))
+            spec, shards = index["spec"], index["shards"]
+        except Exception:
+            out.append({"path": str(index_file.parent), "model": "?", "fingerprint": "?", "values": 0,
+                        "shards": 0, "templates": 0})
+            continue
+        out.append({"path": str(index_file.parent), "model": spec.get("model"), "fingerprint": spec.get("fingerprint"),
+                    "values": len({k for e in shards.values() for k in e["keys"]}), "shards": len(shards),
+                    "templates": len(spec.get("templates", []))})
+    return out

@@ -1,0 +1,10 @@
+"""Evaluation: edit scores, fluency, general capability, PPL / top-1 and latent drift, the per-step ``Report``.
+
+The evaluation layer never imports the views, the workbench or the demo.
+"""
+from otelab.eval.drift import LMBaseline, latent_drift, lm_drift, perplexity
+from otelab.eval.metrics import Baseline, edit_scores, general_capability
+from otelab.eval.report import Report, evaluate
+
+__all__ = ["LMBaseline", "latent_drift", "lm_drift", "perplexity", "Baseline", "edit_scores", "general_capability",
+           "Report", "evaluate"]

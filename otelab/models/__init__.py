@@ -1,0 +1,7 @@
+"""Models: presets, architecture adapters (``get_W`` is always ``[d_o, d_i]``), loading, partial forwards.
+
+Models never import the engine or the evaluation layer.
+"""
+from otelab.models.loading import DEFAULT_PRESET, PRESETS, LoadedModel, Preset, get_preset, load_model, tiny_model
+
+__all__ = ["DEFAULT_PRESET", "PRESETS", "LoadedModel", "Preset", "get_preset", "load_model", "tiny_model"]
