@@ -377,3 +377,49 @@ def test_a_default_covariance_is_rebuilt_and_checked(tmp_path, monkeypatch):
                         lambda *a, **k: {l: c * 1.001 for l, c in real(*a, **k).items()})
     with pytest.raises(SessionError, match="rebuilt covariance .* differs"):
         EditSession.load(tmp_path / "s", fresh(), progress=False)
+
+
+# ----------------------------------------------------------------------------- resumed sessions key like fresh ones
+
+def test_a_resumed_session_keys_its_edits_with_the_unedited_models_templates(tmp_path):
+    """Context prefixes come from W0, even when the process's first session is a load.
+
+    Before the fix, a resumed session generated (and cached for the whole process) its MEMIT
+    context prefixes from the *edited* weights, so every later edit was keyed differently.
+    """
+    from otelab.engine import keys
+
+    big = [EditRequest("{} lives in the city of", "Alice", "Tokyo"), EditRequest("{} works as a", "Bob", "pilot"),
+           EditRequest("{} speaks", "Carol", "French")]
+    def gpt2():   # on the tiny GPT-2, two edits change the greedy prefixes
+        lm = tiny_model("gpt2")
+        lm.preset = lm.preset.replace(v_steps=2)
+        return lm
+
+    keys._TEMPLATE_CACHE.clear()
+    ref_lm = gpt2()
+    ref = EditSession(ref_lm, "memit", "aligned", cov=cov_for(ref_lm), progress=False)
+    ref.step(big[:2])
+    ref.save(tmp_path / "s")
+    edited = keys.context_templates(ref_lm)         # what the edited model would give
+    assert edited != ref.templates, "the test needs an edit that changes the greedy prefixes"
+    ref.step(big[2:])
+
+    keys._TEMPLATE_CACHE.clear()                    # a new process
+    lm = gpt2()
+    s = EditSession.load(tmp_path / "s", lm, cov=cov_for(lm), progress=False)
+    assert s.templates == ref.templates
+    s.step(big[2:])
+    for l in lm.layers:
+        assert torch.equal(lm.adapter.get_W(lm.model, l), ref_lm.adapter.get_W(ref_lm.model, l))
+
+
+def test_a_session_saved_with_other_templates_is_refused(two_sessions, tmp_path):
+    a, _ = two_sessions
+    a.save(tmp_path / "s")
+    meta = json.loads((tmp_path / "s" / "session.json").read_text())
+    assert meta["templates"] == a.templates
+    lm = fresh()
+    lm.preset = lm.preset.replace(context_templates=((3, 1),))
+    with pytest.raises(SessionError):
+        EditSession.load(tmp_path / "s", lm, cov=cov_for(lm), progress=False)

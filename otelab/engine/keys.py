@@ -23,12 +23,19 @@ _TEMPLATE_CACHE: dict[tuple, list[str]] = {}
 def context_templates(loaded) -> list[str]:
     """``["{}"]`` plus one prefix per (length, count) of the preset, e.g. ``"The city of X. {}"``.
 
-    Prefixes are greedy continuations of :data:`OPENINGS` (deterministic), cached per model.
+    Prefixes are greedy continuations of :data:`OPENINGS` (deterministic) by the model
+    *as it is now*, cached per model and per current weights of the preset's edited layers:
+    an edited model continues the openings differently. An
+    :class:`otelab.engine.session.EditSession` fixes its templates when it is built, on
+    the unedited weights, so a session resumed from disk keys its edits exactly as the
+    run that saved it did.
 
     Returns:
         Templates, each with one ``{}`` where the request's prompt goes.
     """
-    key = (loaded.fingerprint, loaded.preset.context_templates)
+    a = loaded.adapter
+    weights = tuple(_weights_digest(a.get_W(loaded.model, l)) for l in loaded.preset.layers)
+    key = (loaded.fingerprint, loaded.preset.context_templates, weights)
     if key in _TEMPLATE_CACHE:
         return list(_TEMPLATE_CACHE[key])
     tok, model = loaded.tokenizer, loaded.model
@@ -46,6 +53,14 @@ def context_templates(loaded) -> list[str]:
             templates.append(text + ". {}")
     _TEMPLATE_CACHE[key] = templates
     return list(templates)
+
+
+def _weights_digest(W: Tensor) -> str:
+    """SHA-256 of a weight matrix's bytes (the template cache's key for the current weights)."""
+    import hashlib
+
+    raw = W.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    return hashlib.sha256(raw.numpy().tobytes()).hexdigest()
 
 
 @dataclass

@@ -185,6 +185,9 @@ class EditSession:
         if bad:
             raise SessionError(f"preset {loaded.preset.name!r} edits layers {bad}, but the model has {n_blocks}")
         self.W0 = {l: adapter.get_W(model, l).detach().clone() for l in self.layers}   # [d_o, d_i] each
+        # MEMIT's context prefixes come from the unedited model: fixed here, before any edit
+        # (a session resumed from disk is built on W0 too, then gets its deltas back)
+        self.templates = context_templates(loaded)
         explicit = cov is not None
         corpus_id = None
         if cov is None:
@@ -323,7 +326,7 @@ class EditSession:
 
     def _apply(self, reqs: list[EditRequest], val=None) -> StepRecord:
         lm, a = self.loaded, self.loaded.adapter
-        templates = context_templates(lm)
+        templates = self.templates
         t = time.perf_counter()
         if val is None:
             val = compute_values(lm, reqs, templates=templates)
@@ -397,6 +400,7 @@ class EditSession:
                 "fingerprint": self.loaded.fingerprint, "compute_dtype": str(self.compute_dtype).replace("torch.", ""),
                 "W0_sha256": {str(l): session_store.tensor_sha256(w) for l, w in self.W0.items()},
                 "options": self.options, "undo_depth": self.undo_depth, "cov_spec": self.cov_spec,
+                "templates": list(self.templates),
                 "key_ids": {str(l): e.key_ids() for l, e in self.editors.items()},
                 "history": [asdict(r) for r in self.history]}
 
@@ -473,6 +477,9 @@ class EditSession:
                 f"the rebuilt covariance (corpus {spec['corpus_id']}, {spec['n_tokens']} tokens)"
             raise SessionError(f"{path}: {how} differs from the session's for layer(s) {', '.join(differ)}; "
                                f"pass the covariance the session was made with as cov=")
+        if "templates" in meta and list(meta["templates"]) != s.templates:
+            raise SessionError(f"{path}: the session keyed its edits with context templates "
+                               f"{meta['templates']!r}, this model gives {s.templates!r}")
         new_W = {}
         try:   # everything is checked before the model's weights change
             for l in s.layers:
