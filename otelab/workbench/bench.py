@@ -329,7 +329,7 @@ def valid_modes(method: str, preset=None) -> list[str]:
 
 def _combo_error(method: str, mode: str, preset=None) -> Optional[str]:
     """Why ``(method, mode)`` is not a session configuration, or None; checked on 2×2 stand-ins."""
-    from otelab.models.loading import tiny_preset
+    from otelab.models.presets import tiny_preset
 
     preset = preset or tiny_preset("llama")
     eye = torch.eye(2, dtype=torch.float64)
