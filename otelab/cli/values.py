@@ -76,7 +76,7 @@ def read_selection(args: argparse.Namespace, required: bool) -> list | None:
     elif args.data == "factbank":
         records = load_factbank()
     else:
-        from otelab.data.loaders import ENV_VAR
+        from otelab.data.files import ENV_VAR
         import os
         if args.path is None and not os.environ.get(ENV_VAR):
             raise _Usage(f"--data counterfact needs ${ENV_VAR} (or --path FILE); without it otelab would "
@@ -164,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from otelab.data.loaders import DataError
+    from otelab.data.records import DataError
     from otelab.data.requests import RequestError
     from otelab.engine.valuebank import ValueBankError
 

@@ -57,7 +57,7 @@ import torch
 
 from otelab.engine import values as V
 from otelab.cache import atomic_write_bytes, atomic_write_json, cache_dir, sha256_file
-from otelab.data.loaders import BUILTIN_DIR
+from otelab.data.files import BUILTIN_DIR
 from otelab.data.requests import EditRequest
 
 # the values of the whole built-in fact bank for the default model, shipped with otelab
