@@ -106,7 +106,8 @@ def _bank(args, requests):
 
 def _run(args: argparse.Namespace) -> int:
     from otelab.cli.tables import format_table
-    from otelab.engine.valuebank import ValueBank, list_banks
+    from otelab.engine.bankfiles import list_banks
+    from otelab.engine.valuebank import ValueBank
 
     if args.action == "status" and read_selection(args, required=False) is None:
         from otelab.cache import cache_dir
@@ -166,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from otelab.data.records import DataError
     from otelab.data.requests import RequestError
-    from otelab.engine.valuebank import ValueBankError
+    from otelab.engine.bankfiles import ValueBankError
 
     try:
         return _run(args)

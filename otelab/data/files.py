@@ -1,4 +1,4 @@
-"""Data files: where a dataset is read from (path, ``$OTELAB_DATA_DIR``, built-in, Hub) and JSON / JSON Lines reading."""
+"""Data files: where a dataset is read from (path, ``$OTELAB_DATA_DIR``, built-in, Hub); JSON / JSON Lines reading."""
 from __future__ import annotations
 
 import json
