@@ -182,11 +182,11 @@ class ShardStore:
 
 
 def read_export(file: str | os.PathLike, spec: dict) -> tuple[list[str], dict[str, torch.Tensor]]:
-    """Read a file written by :meth:`ValueBank.export` and check it against a value spec.
+    """Read a file written by :meth:`otelab.engine.valuebank.ValueBank.export` and check it against a value spec.
 
     Arguments:
         file: the exported file.
-        spec: the :func:`value_spec` its values must have been computed with (model
+        spec: the :func:`otelab.engine.valuebank.value_spec` its values must have been computed with (model
             fingerprint, value settings, layer, templates).
     Returns:
         ``(keys, tensors)``: the bank key of every row and ``z``, ``z_init`` ``[n, d]``,

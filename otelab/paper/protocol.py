@@ -84,7 +84,7 @@ def markdown(runs: Mapping[str, Mapping[str, Any]], title: str = "The paper's pr
     """The final scores, the paper beside them, the λ sweep and the verdicts, as markdown.
 
     Arguments:
-        runs: ``{label: run}`` (:func:`protocol_runs`).
+        runs: ``{label: run}`` (:func:`~otelab.paper.runs.protocol_runs`).
         title: the section heading.
     Returns:
         Markdown text (headings level 3 and 4), generated from the runs alone.

@@ -82,7 +82,8 @@ def final_scores(runs: Mapping[str, Mapping[str, Any]], unedited: bool = True):
     """One row per complete run: the final model's scores.
 
     Arguments:
-        runs: ``{label: run}`` (:func:`protocol_runs`); incomplete runs are left out (see :func:`in_progress`).
+        runs: ``{label: run}`` (:func:`~otelab.paper.runs.protocol_runs`); incomplete runs are left out (see
+            :func:`~otelab.paper.runs.in_progress`).
         unedited: put the unedited model's row first (its PPL, top-1 agreement 1, capability).
     Returns:
         A ``pandas.DataFrame`` indexed by ``editor`` with ``method, mode, λ, edits``; ``efficacy,
@@ -179,7 +180,7 @@ def paper_settings(beside) -> list[str]:
 
 
 def lambda_sweep(runs: Mapping[str, Mapping[str, Any]]):
-    """Aligned MEMIT at every recorded λ (complete runs of :func:`sweep_runs`).
+    """Aligned MEMIT at every recorded λ (complete runs of :func:`~otelab.paper.runs.sweep_runs`).
 
     Returns:
         A ``pandas.DataFrame`` indexed by ``λ`` with the :func:`final_scores` columns (efficacy,
