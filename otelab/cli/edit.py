@@ -74,7 +74,9 @@ def read_records(path: str | None, n: int | None) -> list:
     Raises:
         DataError: naming the file, the line and the field at fault.
     """
-    from otelab.data.loaders import DataError, load_counterfact, load_factbank, read_records as read_file
+    from otelab.data.files import read_records as read_file
+    from otelab.data.loaders import load_counterfact, load_factbank
+    from otelab.data.records import DataError
     from otelab.data.requests import EditRequest, RequestError
 
     if path is None:
@@ -114,7 +116,7 @@ def _remove_old_steps(folder: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``otelab edit``; one line on stderr and exit 2 for bad input."""
-    from otelab.data.loaders import DataError
+    from otelab.data.records import DataError
     from otelab.data.requests import RequestError
     from otelab.engine.store import SessionError
 

@@ -234,7 +234,8 @@ def replay_data(sizes: Optional[Sizes] = None, seed: int = REPLAY_SEED) -> Workb
     import os
 
     from otelab.cli.eval import held_out_texts
-    from otelab.data.loaders import ENV_VAR, load_counterfact, load_glue, sample_records
+    from otelab.data.files import ENV_VAR
+    from otelab.data.loaders import load_counterfact, load_glue, sample_records
     from otelab.workbench.stream import batch_sample
 
     sizes = sizes or Sizes.replay()
@@ -329,7 +330,7 @@ def valid_modes(method: str, preset=None) -> list[str]:
 
 def _combo_error(method: str, mode: str, preset=None) -> Optional[str]:
     """Why ``(method, mode)`` is not a session configuration, or None; checked on 2×2 stand-ins."""
-    from otelab.models.loading import tiny_preset
+    from otelab.models.presets import tiny_preset
 
     preset = preset or tiny_preset("llama")
     eye = torch.eye(2, dtype=torch.float64)
