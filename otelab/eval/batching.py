@@ -22,7 +22,7 @@ from otelab.models.tokens import pad_batch, position_ids
 
 
 class ForwardCounter:
-    """Count calls to a model's ``forward`` (one per batch in every metric here).
+    """Count calls to a model's ``forward`` (one per batch in every metric of the evaluation layer).
 
     Use as a context manager::
 

@@ -13,7 +13,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from otelab.eval.batching import encode_many, eval_mode, logits_at, model_device, pad_id_of, pad_with_positions, progress_bar
+from otelab.eval.batching import (encode_many, eval_mode, logits_at, model_device, pad_id_of, pad_with_positions,
+                                  progress_bar)
 
 # ----------------------------------------------------------------------------
 # Teacher-forced scoring with prefix sharing

@@ -10,7 +10,8 @@ from typing import Sequence
 import torch
 
 
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, device, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, device,
+              side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """Pad token lists into one batch.
 
     With causal attention and the attention mask, right padding never changes
