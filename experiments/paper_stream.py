@@ -158,7 +158,7 @@ def capability_tasks(n: int, shots: int):
 
 def setup(args):
     """The model, the stream, the unrelated records, the capability tasks and the held-out texts."""
-    from otelab.cli.eval import held_out_texts
+    from otelab.data.texts import held_out_texts
     from otelab.data.loaders import load_counterfact, load_factbank
     from otelab.models.loading import load_model
 

@@ -193,7 +193,7 @@ def load_data(sizes: Optional[Sizes] = None) -> WorkbenchData:
     Returns:
         A :class:`WorkbenchData`.
     """
-    from otelab.cli.eval import held_out_texts
+    from otelab.data.texts import held_out_texts
     from otelab.data.loaders import load_factbank, load_glue
 
     sizes = sizes or Sizes.default()
@@ -233,7 +233,7 @@ def replay_data(sizes: Optional[Sizes] = None, seed: int = REPLAY_SEED) -> Workb
     """
     import os
 
-    from otelab.cli.eval import held_out_texts
+    from otelab.data.texts import held_out_texts
     from otelab.data.files import ENV_VAR
     from otelab.data.loaders import load_counterfact, load_glue, sample_records
     from otelab.workbench.stream import batch_sample
