@@ -3,10 +3,11 @@ r"""The linear-algebra core: every update rule of the paper, once.
 Notation (the paper's): ``W ∈ R^{d_o×d_i}`` is the edited MLP output matrix,
 keys ``K ∈ R^{d_i×n}`` are its inputs at the subjects' last tokens, values
 ``V ∈ R^{d_o×n}`` the outputs that make the model say the new facts. ``C0`` is
-the (already weighted) second moment of the preserved keys, ``K0 K0ᵀ``; ``P`` a
-``d_i×d_i`` matrix (AlphaEdit's null-space projector, or ``I``); ``λ`` (``lam``)
-a Tikhonov weight. The residual of a batch against the current weights is
-``R_t = V_t − W_{t−1} K_t``.
+the already weighted second moment of the preserved keys, ``C0 = μ K0 K0ᵀ``
+(μ is the C0 weight: the engine's and the presets' ``cov_weight``, which the
+paper's App. B.4 calls λ); ``P`` a ``d_i×d_i`` matrix (AlphaEdit's null-space
+projector, or ``I``); ``λ`` (``lam``) always the Tikhonov weight. The residual of
+a batch against the current weights is ``R_t = V_t − W_{t−1} K_t``.
 
 Every optimum here is the solution of one normal equation (Prop. 3.2)::
 
@@ -43,6 +44,13 @@ Where otelab departs from a formula as printed in the paper, the docstring of
 the function that implements it says so: Eq. 30 (:func:`conflict_update`),
 Algorithm 1's error variable (:func:`corrected_step`), PRUNE applied per step
 (:func:`prune`) and RECT's kept fraction (:func:`rect`).
+
+The named editors (MEMIT, AlphaEdit, PRUNE, RECT, RLSEdit) are rows of one table,
+:data:`EDITORS`: per session mode (:data:`SESSION_MODES`), the core mode above, the
+error-correction flag, the post-processing operator, the defaults (RECT keeps 20 %,
+RLSEdit's λ = 1) and the paper row it reproduces. :func:`editor_kwargs` turns a row
+into :class:`SequentialEditor` arguments; :func:`register_editor` adds a row, which
+every layer above (engine, toy, workbench, command line, demo) then offers.
 """
 from __future__ import annotations
 
@@ -393,7 +401,7 @@ def nullspace_projector(C0: Tensor, threshold: float = 2e-2, *, relative: bool =
     Arguments:
         C0: ``[d_i, d_i]``, symmetric positive semi-definite.
         threshold: eigenvalue cut-off.
-        relative: if true, the cut-off is ``threshold · λ_max``.
+        relative: if true, the cut-off is ``threshold`` times the largest eigenvalue.
     Returns:
         ``P`` ``[d_i, d_i]``, a symmetric idempotent matrix.
     """
