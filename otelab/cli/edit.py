@@ -43,7 +43,7 @@ def positive_int(text: str) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="preset name, HF id or local path (default: smollm2-135m or $OTELAB_MODEL)")
-    p.add_argument("--method", default="memit", choices=METHODS)
+    p.add_argument("--method", default="memit", choices=METHODS)     # live: a registered row is a choice
     p.add_argument("--mode", default="aligned", choices=SESSION_MODES)
     p.add_argument("--requests", default=None,
                    help="JSON/JSONL file of requests or CounterFact records (default: the built-in fact bank)")

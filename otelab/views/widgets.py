@@ -28,8 +28,7 @@ import traceback
 from typing import Callable, Optional
 
 from otelab.views import panels
-from otelab.engine.session import METHODS
-from otelab.workbench.bench import METHOD_NAMES, Workbench, WorkbenchError, plural, valid_modes
+from otelab.workbench.bench import Workbench, WorkbenchError, method_options, plural, valid_modes
 
 __all__ = ["WorkbenchUI", "workbench", "Scrubber", "PAIRS"]
 
@@ -102,7 +101,7 @@ class WorkbenchUI:
         a = wb.tracks[0]
         b = wb.tracks[1] if len(wb.tracks) > 1 else None
         style = dict(style={"description_width": "initial"})
-        methods = [(METHOD_NAMES[m], m) for m in METHODS]
+        methods = method_options()     # the registry's methods, a registered row included
         preset = wb.loaded.preset
         self.method = W.Dropdown(options=methods, value=a.method, description="editor", **style,
                                  layout=W.Layout(width="190px"))

@@ -38,11 +38,11 @@ from typing import Any, Callable, Optional
 import torch
 
 from otelab.config import CI_COV_TOKENS, ci_size
-from otelab.engine.session import METHODS, SESSION_MODES, EditSession, SessionError, editor_config
+from otelab import ote
+from otelab.engine.session import METHODS, EditSession, SessionError, check_combo
 from otelab.eval.report import Report
 
-METHOD_NAMES = {"memit": "MEMIT", "alphaedit": "AlphaEdit", "prune": "PRUNE", "rect": "RECT",
-                "rlsedit": "RLSEdit"}
+METHOD_NAMES = ote.DISPLAY_NAMES       # method -> display name, read live from the registry
 # Metric names the workbench writes into its reports (the panels read these).
 METRICS = {
     "efficacy_all": "efficacy, all edits so far",
@@ -324,18 +324,22 @@ class LatentProjection:
 
 
 def valid_modes(method: str, preset=None) -> list[str]:
-    """The modes that ``method`` supports (see :func:`otelab.engine.session.editor_config`)."""
-    return [m for m in SESSION_MODES if _combo_error(method, m, preset) is None]
+    """The modes that ``method`` supports, from the registry (:func:`otelab.ote.valid_modes`; [] if unknown).
+
+    ``preset`` is accepted for callers that pass one; validity does not depend on it.
+    """
+    return ote.valid_modes(method)
+
+
+def method_options() -> list[tuple[str, str]]:
+    """``[(display name, method), ...]`` for every registered method: the editor dropdowns' options."""
+    return [(ote.display_name(m), m) for m in ote.methods()]
 
 
 def _combo_error(method: str, mode: str, preset=None) -> Optional[str]:
-    """Why ``(method, mode)`` is not a session configuration, or None; checked on 2×2 stand-ins."""
-    from otelab.models.presets import tiny_preset
-
-    preset = preset or tiny_preset("llama")
-    eye = torch.eye(2, dtype=torch.float64)
+    """Why ``(method, mode)`` is not a session configuration (:func:`otelab.engine.session.check_combo`), or None."""
     try:
-        editor_config(method, mode, preset, eye, eye.clone())
+        check_combo(method, mode)
     except SessionError as err:
         return str(err)
     return None
