@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from otelab import ote
 from otelab.paper import claims as paper
 from otelab.paper.runs import protocol_lambda, run_spec, setting, sweep_runs
 from otelab.workbench.stream import stream_report
@@ -125,7 +126,7 @@ def claim_keys(run: Mapping[str, Any]) -> tuple[str, ...]:
 
     The paper's RECT in Tables 2/5, 3 and 7 is the seed code's (keeping 40 %); keeping 20 % is Table 6.
     """
-    if setting(run, "method") == "rect" and setting(run, "rect_keep") in (None, 0.2):
+    if setting(run, "method") == "rect" and setting(run, "rect_keep") in (None, ote.EDITORS["rect"].options["rect_keep"]):
         return ("table6",)
     return ("tables2_5", "table3", "table7")
 

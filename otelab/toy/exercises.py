@@ -119,7 +119,7 @@ def check_prop_a3(fn: Callable) -> CheckResult:
     worst, conv = 0.0, None
     for which in ("rect", "prune"):
         w = exercise_world(21 if which == "rect" else 22, value_noise=8.0)
-        post = ote.Rect(w.W0, keep=0.2) if which == "rect" else ote.Prune.for_weights(w.W0)
+        post = ote.EDITORS[which].post(w.W0, **ote.EDITORS[which].options)   # RECT keeps its default 20 %
         lam, C0 = w.cfg.lam, w.C0w
         A = ote.system_matrix(None, C0=C0, lam=lam, d_i=w.cfg.d_i, like=w.W0)
         W, E = w.W0.clone(), torch.zeros_like(w.W0)

@@ -50,7 +50,7 @@ def _drift(i: int, quick: bool, rule: str) -> list[float]:
     """Distance from the OTE path, ``‖W_t − W_OTE,t‖ / ‖W_OTE,t − W0‖`` (numpy reference), per step."""
     from otelab import ote
     w = problem_world(i, quick, value_noise=8.0) if rule in ("prune", "rect") else problem_world(i, quick)
-    post = {"prune": lambda: ote.Prune.for_weights(w.W0), "rect": lambda: ote.Rect(w.W0, keep=0.2)}.get(rule)
+    post = (lambda: ote.EDITORS[rule].post(w.W0, **ote.EDITORS[rule].options)) if rule in ("prune", "rect") else None
     ed = ote.SequentialEditor(w.cfg.d_i, "naive" if rule == "naive" else "aligned", C0=w.C0w, lam=w.cfg.lam,
                               post=post() if post else None, correct=False)
     W, Ks, Vs, out = w.W0.clone(), [], [], []
