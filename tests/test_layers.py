@@ -138,3 +138,10 @@ def test_import_otelab_loads_no_top_layer():
     top = ("otelab.workbench", "otelab.views", "otelab.demo", "otelab.cli", "otelab.paper")
     assert [m for m in loaded if m.startswith(top)] == []
     assert [m for m in loaded if not m.startswith("otelab")] == []
+
+
+def test_architecture_doc_is_current():
+    # docs/architecture.md is generated from the docstrings and the layer table; a stale copy fails here
+    make = ROOT.parent / "docs" / "make_architecture.py"
+    done = subprocess.run([sys.executable, str(make), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
