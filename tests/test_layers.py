@@ -118,6 +118,24 @@ def test_checker_on_a_fake_package(tmp_path):
         assert line.startswith(want), (line, want)
 
 
+@pytest.mark.parametrize("path, line, needle", [
+    ("eval/report.py", "from otelab.views import panels", "layer otelab.eval imports otelab.views.panels"),
+    ("models/forward.py", "def f():\n    from ..engine import keys", "layer otelab.models imports otelab.engine.keys"),
+    ("ote.py", "import transformers", "the core imports transformers"),
+    ("engine/session.py", "x = torch.linalg.inv(torch.eye(2))", "inv outside the core"),
+])
+def test_a_forbidden_line_added_to_the_real_package_fails(tmp_path, path, line, needle):
+    # the package as it is, plus one bad line: exactly that line is reported
+    import shutil
+
+    pkg = tmp_path / "otelab"
+    shutil.copytree(ROOT, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(pkg / path, "a", encoding="utf-8") as f:
+        f.write("\n" + line + "\n")
+    found = L.violations(pkg)
+    assert len(found) == 1 and needle in found[0], found
+
+
 def test_stale_pending_entry_is_reported(tmp_path, monkeypatch):
     pkg = tmp_path / "otelab"
     pkg.mkdir()
