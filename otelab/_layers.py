@@ -108,22 +108,43 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom, root: Path) ->
     return names
 
 
+class _Imports(ast.NodeVisitor):
+    """Every import statement of a tree with whether it runs at import time, in one pass."""
+
+    def __init__(self):
+        self.found: list[tuple[ast.Import | ast.ImportFrom, bool]] = []
+        self._depth = 0        # > 0 inside a function or under ``if TYPE_CHECKING:``; neither runs at import
+
+    def _nested(self, node):
+        self._depth += 1
+        self.generic_visit(node)
+        self._depth -= 1
+
+    visit_FunctionDef = visit_AsyncFunctionDef = _nested
+
+    def visit_If(self, node: ast.If):
+        if "TYPE_CHECKING" in ast.dump(node.test):
+            self._nested(node)
+        else:
+            self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import):
+        self.found.append((node, self._depth == 0))
+
+    visit_ImportFrom = visit_Import
+
+
 def _imports(tree: ast.Module, module: str, is_package: bool, root: Path) -> Iterator[tuple[str, int, bool]]:
     """(imported dotted name, line, at module level) for every import of a module, lazy ones included."""
-    lazy: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.If)):
-            # inside a function, or under ``if TYPE_CHECKING:``; neither runs at ``import`` time
-            if isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.dump(node.test):
-                continue
-            lazy.update(id(n) for n in ast.walk(node) if n is not node)
-    for node in ast.walk(tree):
+    collector = _Imports()
+    collector.visit(tree)
+    for node, top in collector.found:
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield alias.name, node.lineno, id(node) not in lazy
-        elif isinstance(node, ast.ImportFrom):
+                yield alias.name, node.lineno, top
+        else:
             for name in _resolve(module, is_package, node, root):
-                yield name, node.lineno, id(node) not in lazy
+                yield name, node.lineno, top
 
 
 def _solver_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
@@ -139,18 +160,18 @@ def _solver_calls(tree: ast.Module) -> Iterator[tuple[str, int]]:
                     yield alias.name, node.lineno
 
 
-def module_violations(module: str, source: str, root: Path, is_package: bool = False) -> list[str]:
+def module_violations(module: str, source: str | ast.Module, root: Path, is_package: bool = False) -> list[str]:
     """The rule breaches of one module's source.
 
     Arguments:
         module: its dotted name (``otelab.eval.report``); decides its layer.
-        source: its Python source.
+        source: its Python source (or its parsed tree).
         root: the package folder, to tell a submodule (``from otelab import ote``) from a name.
         is_package: whether the source is a package's ``__init__.py`` (relative imports start from it).
     Returns:
         One line per breach, ``path-like name:line: what``; empty when the module keeps every rule.
     """
-    tree = ast.parse(source)
+    tree = source if isinstance(source, ast.Module) else ast.parse(source)
     layer = layer_of(module)
     allowed = set(LAYERS.get(layer, ())) | {layer}
     out = []
@@ -185,10 +206,10 @@ def violations(root: Path | str) -> list[str]:
         if layer_of(module) not in LAYERS:
             out.append(f"{module}: belongs to no layer; add {layer_of(module)} to otelab._layers.LAYERS")
             continue
-        tree = ast.parse(path.read_text())
-        seen.update((module, layer_of(n)) for n, _, _ in _imports(tree, module, path.name == "__init__.py", root)
+        tree, is_package = ast.parse(path.read_text()), path.name == "__init__.py"
+        seen.update((module, layer_of(n)) for n, _, _ in _imports(tree, module, is_package, root)
                     if n.split(".")[0] == "otelab")
-        out += module_violations(module, path.read_text(), root, path.name == "__init__.py")
+        out += module_violations(module, tree, root, is_package)
     out += [f"{m}: PENDING entry for {t} is stale (the import is gone); remove it from otelab._layers"
             for m, t in PENDING if (m, t) not in seen]
     return sorted(out)
