@@ -30,6 +30,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "otelab.eval": ("otelab.engine",) + _BELOW_ENGINE,
     "otelab.workbench": ("otelab.eval", "otelab.engine") + _BELOW_ENGINE,
     "otelab.paper": ("otelab.workbench", "otelab.eval", "otelab.engine") + _BELOW_ENGINE,
+    # views may draw the toy and the paper's tables (the demo's toy figure belongs in the panel table)
     "otelab.views": ("otelab.paper", "otelab.workbench", "otelab.eval", "otelab.engine", "otelab.toy")
     + _BELOW_ENGINE,
     "otelab.demo": ("otelab.views", "otelab.paper", "otelab.workbench", "otelab.eval", "otelab.engine", "otelab.toy")
