@@ -17,7 +17,7 @@ from otelab.models.loading import ARCHES, LoadedModel, tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 
-# five requests with subjects of one to four words, one possessive, one multi-word target-free prompt
+# five requests: subjects of one to four words, at the start, in the middle and before a possessive
 REQUESTS = (
     EditRequest("{} lives in the city of", "Alice Smith", "Paris"),
     EditRequest("The capital of {} is", "Norway", "Rome"),
