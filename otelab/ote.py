@@ -226,6 +226,17 @@ def ote_update(W0: Tensor, K: Tensor, V: Tensor, *, P: Optional[Tensor] = None,
         P, C0, lam: the objective (see the module docstring).
     Returns:
         ``Δ_total`` ``[d_o, d_i]``.
+
+    Example (the edit solves the normal equation; with ``C0`` it also keeps the preserved keys in mind)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> W0, K, V = (torch.randn(*s, generator=g, dtype=torch.float64) for s in [(3, 5), (5, 2), (3, 2)])
+        >>> C0 = torch.eye(5, dtype=torch.float64)                           # [d_i, d_i]
+        >>> D = ote_update(W0, K, V, C0=C0)                                  # [d_o, d_i]
+        >>> D.shape
+        torch.Size([3, 5])
+        >>> torch.allclose(D @ (C0 + K @ K.T), (V - W0 @ K) @ K.T)
+        True
     """
     _check_shapes(W0, K, V, P, C0)
     R = V - W0 @ K                                             # [d_o, n]
@@ -250,6 +261,19 @@ def aligned_update(W: Tensor, K: Tensor, V: Tensor, A_prev: Tensor, *,
         P: the same P as in ``A_prev``.
     Returns:
         ``(Δ_t, A_t)``.
+
+    Example (Lemma 3.1: two aligned steps add up to the one-time edit of both batches)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> W0, K1, V1, K2, V2 = (torch.randn(*s, generator=g, dtype=torch.float64)
+        ...                       for s in [(3, 5), (5, 2), (3, 2), (5, 2), (3, 2)])
+        >>> C0 = torch.eye(5, dtype=torch.float64)
+        >>> A = system_matrix(None, C0=C0, d_i=5, like=W0)                   # A_0 = C0
+        >>> D1, A = aligned_update(W0, K1, V1, A)
+        >>> D2, A = aligned_update(W0 + D1, K2, V2, A)
+        >>> total = ote_update(W0, torch.cat([K1, K2], 1), torch.cat([V1, V2], 1), C0=C0)
+        >>> torch.allclose(D1 + D2, total)
+        True
     """
     _check_shapes(W, K, V, P, A_prev)
     KtP = _rp(K.T, P)                                          # [n, d_i]; O(d_i² n), not O(d_i³)
@@ -291,6 +315,19 @@ def naive_update(W: Tensor, K: Tensor, V: Tensor, *, P: Optional[Tensor] = None,
         W: ``W_{t−1}``; K, V: the latest batch; P, C0, lam: the objective.
     Returns:
         ``Δ_t`` ``[d_o, d_i]``.
+
+    Example (the first step is the OTE; the second forgets the first batch, so the sum misses the OTE)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> W0, K1, V1, K2, V2 = (torch.randn(*s, generator=g, dtype=torch.float64)
+        ...                       for s in [(3, 5), (5, 2), (3, 2), (5, 2), (3, 2)])
+        >>> C0 = torch.eye(5, dtype=torch.float64)
+        >>> D1 = naive_update(W0, K1, V1, C0=C0)
+        >>> D2 = naive_update(W0 + D1, K2, V2, C0=C0)
+        >>> torch.allclose(D1, ote_update(W0, K1, V1, C0=C0))
+        True
+        >>> torch.allclose(D1 + D2, ote_update(W0, torch.cat([K1, K2], 1), torch.cat([V1, V2], 1), C0=C0))
+        False
     """
     return ote_update(W, K, V, P=P, C0=C0, lam=lam)
 
@@ -404,6 +441,17 @@ def nullspace_projector(C0: Tensor, threshold: float = 2e-2, *, relative: bool =
         relative: if true, the cut-off is ``threshold`` times the largest eigenvalue.
     Returns:
         ``P`` ``[d_i, d_i]``, a symmetric idempotent matrix.
+
+    Example (a rank-2 covariance in 4 dimensions leaves a 2-dimensional null space)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> U = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64)).Q     # orthonormal
+        >>> C0 = U @ torch.diag(torch.tensor([5.0, 3.0, 0.0, 0.0], dtype=torch.float64)) @ U.T
+        >>> P = nullspace_projector(C0)                                     # [4, 4]
+        >>> round(float(torch.trace(P)))
+        2
+        >>> torch.allclose(P @ P, P), torch.allclose(C0 @ P, torch.zeros(4, 4, dtype=torch.float64), atol=1e-12)
+        (True, True)
     """
     if C0.ndim != 2 or C0.shape[0] != C0.shape[1]:
         raise EditError(f"C0 must be square [d_i, d_i], got shape {tuple(C0.shape)}")
@@ -429,6 +477,12 @@ def prune(D: Tensor, sigma_ref: float) -> Tensor:
         D: the edit ``[d_o, d_i]``; sigma_ref: ``σ_max`` of the unedited weights.
     Returns:
         The restrained edit, same shape.
+
+    Example (σ = 10 above σ_ref = 1 becomes 1 + ln 10; σ = 0.5 stays)::
+
+        >>> D = torch.diag(torch.tensor([10.0, 0.5], dtype=torch.float64))
+        >>> torch.linalg.svdvals(prune(D, sigma_ref=1.0))
+        tensor([3.3026, 0.5000], dtype=torch.float64)
     """
     U, s, Vh = torch.linalg.svd(D, full_matrices=False)
     big = s > sigma_ref
@@ -449,6 +503,13 @@ def rect(D: Tensor, W_ref: Tensor, keep: float = 0.2) -> Tensor:
         keep: fraction of entries kept, in (0, 1].
     Returns:
         The sparsified edit.
+
+    Example (relative changes 0.5, 0.25, 0.125, 0.0625: keeping half keeps the first row)::
+
+        >>> W = torch.tensor([[1.0, 2.0], [4.0, 8.0]])
+        >>> rect(torch.full((2, 2), 0.5), W, keep=0.5)
+        tensor([[0.5000, 0.5000],
+                [0.0000, 0.0000]])
     """
     if D.shape != W_ref.shape:
         raise EditError(f"RECT: edit shape {tuple(D.shape)} differs from weight shape {tuple(W_ref.shape)}")
@@ -626,6 +687,16 @@ def rls_step(W: Tensor, K: Tensor, V: Tensor, Q: Tensor) -> tuple[Tensor, Tensor
 
     Returns:
         ``(Δ_t, Q_t)``.
+
+    Example (the same step as :func:`aligned_update` with ``P = I``, and ``Q_t = A_t⁻¹``)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> W0, K, V = (torch.randn(*s, generator=g, dtype=torch.float64) for s in [(3, 5), (5, 2), (3, 2)])
+        >>> C0 = torch.eye(5, dtype=torch.float64)
+        >>> D_rls, Q = rls_step(W0, K, V, rls_init(5, C0=C0, lam=0.0))
+        >>> D_al, A = aligned_update(W0, K, V, system_matrix(None, C0=C0, d_i=5, like=W0))
+        >>> torch.allclose(D_rls, D_al), torch.allclose(Q @ A, torch.eye(5, dtype=torch.float64))
+        (True, True)
     """
     _check_shapes(W, K, V, None, Q)
     QK = Q @ K                                                 # [d_i, n]
@@ -670,6 +741,21 @@ class SequentialEditor:
     folded in (``rls`` keeps ``Q = A⁻¹`` instead), plus ``E`` only when a corrected
     post-processing operator is on; the memorize modes keep ``S = Σ Δτ``;
     ``conflict`` keeps the active keys and values.
+
+    Example (an aligned editor over three batches ends where the one-time edit of all of them does)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> W0 = torch.randn(3, 5, generator=g, dtype=torch.float64)             # [d_o, d_i]
+        >>> Ks = [torch.randn(5, 2, generator=g, dtype=torch.float64) for _ in range(3)]   # [d_i, n] each
+        >>> Vs = [torch.randn(3, 2, generator=g, dtype=torch.float64) for _ in range(3)]   # [d_o, n] each
+        >>> C0 = torch.eye(5, dtype=torch.float64)
+        >>> ed, W = SequentialEditor(5, "aligned", C0=C0), W0.clone()
+        >>> for K, V in zip(Ks, Vs):
+        ...     W = W + ed.step(K, V, W)
+        >>> torch.allclose(W - W0, ote_update(W0, torch.cat(Ks, 1), torch.cat(Vs, 1), C0=C0))
+        True
+        >>> ed.t, ed.state_shapes()
+        (3, {'A': (5, 5)})
     """
 
     def __init__(self, d_i: int, mode: str = "aligned", *, P: Optional[Tensor] = None,

@@ -124,6 +124,14 @@ def compute_keys(loaded, requests: Sequence[EditRequest], layer: int,
 
     Returns:
         ``K`` ``[d_i, n]`` (float32/bfloat16 as the model).
+
+    Example (a tiny random model, the plain prompt only)::
+
+        >>> from otelab.models.loading import tiny_model
+        >>> lm = tiny_model("llama")
+        >>> K = compute_keys(lm, [EditRequest("{} lives in", "Alice", "Paris")], 1, templates=["{}"])
+        >>> tuple(K.shape) == (lm.adapter.get_W(lm.model, 1).shape[1], 1)          # [d_i, n]
+        True
     """
     templates = context_templates(loaded) if templates is None else list(templates)
     enc = encode(loaded, requests, templates)

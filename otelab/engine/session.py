@@ -143,8 +143,14 @@ class EditSession:
 
         >>> from otelab.models.loading import tiny_model
         >>> lm = tiny_model("llama")
-        >>> s = EditSession(lm, "memit", "aligned", cov={l: torch.eye(64) for l in lm.layers})
+        >>> cov = {l: torch.eye(lm.adapter.get_W(lm.model, l).shape[1]) for l in lm.layers}   # [d_i, d_i]
+        >>> s = EditSession(lm, "memit", "aligned", cov=cov, progress=False)
         >>> rec = s.step([EditRequest("{} lives in", "Alice", "Paris")])
+        >>> rec.step, sorted(rec.delta_norms) == [str(l) for l in lm.layers]
+        (1, True)
+        >>> _ = s.undo()                                  # back to the unedited weights
+        >>> all(torch.equal(lm.adapter.get_W(lm.model, l), s.W0[l]) for l in lm.layers), len(s.history)
+        (True, 0)
     """
 
     def __init__(self, loaded, method: str = "memit", mode: str = "aligned", *,
