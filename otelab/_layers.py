@@ -46,10 +46,7 @@ ALIASES = {"otelab.__main__": "otelab.cli"}
 # imports that break a rule on purpose, each with the reason; (module, imported layer) -> why
 ALLOWED: dict[tuple[str, str], str] = {}
 # known breaches waiting for a move (issue 15); the layer test fails on a stale entry, so remove it with the fix
-PENDING: dict[tuple[str, str], str] = {
-    ("otelab.workbench.bench", "otelab.cli"): "held_out_texts lives in otelab.cli.eval; it belongs in otelab.data",
-    ("otelab.demo.run", "otelab.cli"): "held_out_texts (otelab.cli.eval) and format_table (otelab.cli.tables)",
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 HEAVY = ("transformers", "umap")           # third-party packages imported only inside functions
 CORE_FORBIDDEN = ("transformers",)         # never imported by the core, not even lazily
@@ -59,7 +56,7 @@ SOLVERS = frozenset({                      # attribute / function names of a lin
 })
 # modules that may solve outside the core, each with the reason
 SOLVE_ALLOWED: dict[str, str] = {
-    "otelab.toy.verify": "the independent float64 numpy reference (lstsq / solve) that `otelab verify` checks the "
+    "otelab.toy.references": "the independent float64 numpy reference (lstsq / solve) that `otelab verify` checks the "
                          "core against; a second solver is its point",
 }
 

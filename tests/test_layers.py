@@ -81,7 +81,7 @@ def test_checker_reports_a_forbidden_import(module, source, needle):
 @pytest.mark.parametrize("module, source", [
     ("otelab.eval.metrics", "from otelab.engine.keys import fill\nfrom . import drift\nfrom .drift import x\n"),
     ("otelab.ote", "import torch\nA = torch.linalg.solve(A, B)\n"),         # the core solves
-    ("otelab.toy.verify", "import numpy as np\nnp.linalg.lstsq(X, Y)\n"),   # the allowed reference
+    ("otelab.toy.references", "import numpy as np\nnp.linalg.lstsq(X, Y)\n"),   # the allowed reference
     ("otelab.views.panels", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import transformers\n"),
     ("otelab.models.loading", "def f():\n    import transformers\n"),
     ("otelab.engine.session", "def solve(layer, K, V):\n    pass\nsolve(1, 2, 3)\n"),  # a local name, no solver

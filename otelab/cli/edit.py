@@ -140,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     records = read_records(args.requests, args.n)
 
     from otelab.models.loading import load_model
-    from otelab.cli.tables import format_table
+    from otelab.views.text_table import format_table
 
     loaded = load_model(args.model)
     for r in records:

@@ -105,7 +105,7 @@ def _bank(args, requests):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from otelab.cli.tables import format_table
+    from otelab.views.text_table import format_table
     from otelab.engine.bankfiles import list_banks
     from otelab.engine.valuebank import ValueBank
 
