@@ -20,10 +20,9 @@ from typing import Callable, Hashable, Optional, Union
 
 import torch
 
-from otelab.ote import (
-    EDITORS, EditError, SequentialEditor, nullspace_projector, omitted_term, ote_update,
-    resolve_first, resolve_forget, resolve_latest, resolve_mean,
-)
+from otelab.ote import EditError, SequentialEditor, nullspace_projector, omitted_term, ote_update
+from otelab.toy.rules import _MODE_TASK, RULES, TASKS, rules  # noqa: F401  (RULES, TASKS: re-exported)
+from otelab.toy.trace import METRICS, ToyTrace  # noqa: F401  (re-exported)
 
 Tensor = torch.Tensor
 
@@ -177,143 +176,6 @@ def make_world(cfg: Optional[ToyConfig] = None, **overrides) -> ToyWorld:
         batches.append((K, values(K), re_ids + new_ids))
         seen += new_ids
     return ToyWorld(cfg, W0, K0, V0, C0, C0w, P, batches)
-
-
-# --------------------------------------------------------------------------- the rules
-
-TASKS = ("all", "latest", "resolved")
-
-
-def _ed(mode: str, use_P: bool, use_C0: bool, **kw) -> Callable[[ToyWorld], SequentialEditor]:
-    def factory(world: ToyWorld) -> SequentialEditor:
-        post = kw.get("post")
-        extra = {k: v for k, v in kw.items() if k != "post"}
-        return SequentialEditor(world.cfg.d_i, mode, P=world.P if use_P else None,
-                                C0=world.C0w if use_C0 else None, lam=world.cfg.lam,
-                                post=post(world) if post else None, **extra)
-    return factory
-
-
-def _post_rule(method: str, correct: bool, **options) -> tuple[Callable[[ToyWorld], SequentialEditor], str]:
-    """A rule with the post-processing operator of registry row ``method`` (:data:`otelab.ote.EDITORS`)
-    on OTE-aligned steps that keep ``C0``: Algorithm 1 when ``correct``, else the operator on each step.
-
-    Arguments:
-        method: a row with a ``post`` factory; correct: error correction on;
-        options: the row's options to override (``rect_keep=0.4``).
-    Returns:
-        ``(editor factory, "all")``, a :data:`RULES` entry.
-    """
-    def post(world: ToyWorld):
-        spec = EDITORS[method]
-        return spec.post(world.W0, **{**spec.options, **options})
-    return _ed("aligned", False, True, post=post, correct=correct), "all"
-
-
-# name -> (editor factory, the task whose OTE the rule should track).
-# A toy name is not an engine mode: toy "prune"/"rect" apply the operator to each step WITHOUT
-# error correction (the engine's "prune:no-ec"), "prune-corrected" is Algorithm 1 (the engine's
-# "prune:aligned"). Their operators come from the registry (RECT keeps its default 20 %, the
-# paper's "stronger" RECT-20 % of Table 6; "rect40" the seed code's naive 40 %).
-RULES: dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]] = {
-    "memit": (_ed("aligned", False, True), "all"),                        # sequential MEMIT, OTE-aligned
-    "alphaedit": (_ed("aligned", True, False), "all"),                    # AlphaEdit (Eq. 2)
-    "naive": (_ed("naive", False, True), "all"),                          # repeated one-time edit
-    "memorize-nullspace": (_ed("memorize-nullspace", True, False), "latest"),   # Eq. 3
-    "memorize-full": (_ed("memorize-full", True, True), "latest"),        # Eq. 4 as printed
-    "memorize-recentred": (_ed("memorize-recentred", True, True), "latest"),  # Eq. 32: OTE of the latest task
-    "memorize-conflict": (_ed("conflict", True, True, resolve=resolve_forget), "latest"),  # Eq. 31
-    "conflict-latest": (_ed("conflict", False, True, resolve=resolve_latest), "resolved"),
-    "conflict-first": (_ed("conflict", False, True, resolve=resolve_first), "resolved"),
-    "conflict-mean": (_ed("conflict", False, True, resolve=resolve_mean), "resolved"),
-    "rls": (_ed("rls", False, True), "all"),                              # RLSEdit
-    "prune": _post_rule("prune", correct=False),
-    "prune-corrected": _post_rule("prune", correct=True),
-    "rect": _post_rule("rect", correct=False),
-    "rect-corrected": _post_rule("rect", correct=True),
-    "rect40": _post_rule("rect", correct=False, rect_keep=0.4),
-    "rect40-corrected": _post_rule("rect", correct=True, rect_keep=0.4),
-}
-
-
-def rules() -> dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]]:
-    """Every toy rule: :data:`RULES`, plus two for each registry row with a post-processing
-    operator that :data:`RULES` does not name: ``<method>`` (uncorrected) and ``<method>-corrected``
-    (Algorithm 1), read live so that a row added by :func:`otelab.ote.register_editor` is a rule at once.
-
-    Returns:
-        ``{name: (editor factory, task)}``.
-    """
-    out = dict(RULES)
-    for method, spec in EDITORS.items():
-        if spec.post is not None and method not in out:
-            out[method] = _post_rule(method, correct=False)
-            out[f"{method}-corrected"] = _post_rule(method, correct=True)
-    return out
-
-_MODE_TASK = {"aligned": "all", "naive": "all", "rls": "all", "memorize-nullspace": "latest",
-              "memorize-full": "latest", "memorize-recentred": "latest", "conflict": "resolved"}
-
-
-# --------------------------------------------------------------------------- the trace
-
-METRICS = ("preserved_error", "edits_error", "latest_error", "delta_norm", "cond", "ote_distance",
-           "virtual_ote_distance", "omitted_norm", "error_norm")
-
-
-@dataclass
-class ToyTrace:
-    """Per-step metrics of one rule on one world (index i is after step i + 1).
-
-    Attributes:
-        rule: the rule's name; task: the task whose OTE ``ote_distance`` compares with.
-        preserved_error: ``‖W_t K0 − V0‖ / ‖V0‖``.
-        edits_error: ``‖W_t K − V‖ / ‖V‖`` over every edited key at its latest requested value.
-        latest_error: the same over the latest batch.
-        delta_norm: ``‖W_t − W0‖_F``.
-        cond: condition number of ``W_t`` (NaN on steps where it was not computed).
-        ote_distance: ``‖W_t − W_OTE,t‖ / ‖W_OTE,t − W0‖`` for the rule's task.
-        virtual_ote_distance: the same for ``W_t + E_t`` (Algorithm 1's virtual weights, Prop. A.3);
-            NaN unless the editor carries an error ``E``.
-        omitted_norm: ``‖S_t C0 P‖`` with ``S_t = W_t − W0``, the term Eq. 3 drops from Eq. 4
-            (memorize rules only; NaN otherwise).
-        error_norm: ``‖E_t‖_F``, Algorithm 1's carried error (NaN unless the editor carries one).
-        W_final: ``W_T`` ``[d_o, d_i]``.
-    """
-
-    rule: str
-    task: str
-    preserved_error: list = field(default_factory=list)
-    edits_error: list = field(default_factory=list)
-    latest_error: list = field(default_factory=list)
-    delta_norm: list = field(default_factory=list)
-    cond: list = field(default_factory=list)
-    ote_distance: list = field(default_factory=list)
-    virtual_ote_distance: list = field(default_factory=list)
-    omitted_norm: list = field(default_factory=list)
-    error_norm: list = field(default_factory=list)
-    W_final: Optional[Tensor] = field(default=None, repr=False)
-
-    @property
-    def steps(self) -> list[int]:
-        return list(range(1, len(self.preserved_error) + 1))
-
-    def to_dict(self) -> dict[str, list]:
-        """``{"step": [...], metric: [...]}``, plain floats."""
-        return {"step": self.steps, **{m: list(getattr(self, m)) for m in METRICS}}
-
-    def to_frame(self):
-        """The trace as a pandas DataFrame, one row per step, with ``rule`` and ``task`` columns."""
-        import pandas as pd
-
-        df = pd.DataFrame(self.to_dict())
-        df.insert(0, "rule", self.rule)
-        df.insert(1, "task", self.task)
-        return df
-
-    def at(self, metric: str, step: int) -> float:
-        """The value of ``metric`` after ``step`` (1-based)."""
-        return getattr(self, metric)[step - 1]
 
 
 def _rel(num: Tensor, den: Tensor) -> float:
