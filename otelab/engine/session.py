@@ -30,7 +30,6 @@ import json
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -38,7 +37,12 @@ import torch
 
 from otelab import ote
 
+from otelab.engine import persist
 from otelab.engine import store as session_store
+from otelab.engine.editors import (  # noqa: F401  (re-exported: imported from here)
+    METHODS, RECT_KEEP, RLS_LAM, SESSION_MODES, check_combo, check_cov, editor_config,
+)
+from otelab.engine.persist import FORMAT_VERSION, StepRecord  # noqa: F401  (re-exported)
 from otelab.engine.keys import compute_keys, context_templates, subject_hidden
 from otelab.engine.replay import LayerwiseKeys
 from otelab.data.requests import EditRequest, as_requests, validate_all
@@ -47,76 +51,7 @@ from otelab.engine.values import ValueResult, compute_values
 
 Tensor = torch.Tensor
 
-METHODS = ote.METHODS_VIEW                 # live: a row registered later is in it
-SESSION_MODES = tuple(ote.SESSION_MODES)
-RECT_KEEP = ote.EDITORS["rect"].options["rect_keep"]      # the paper's RECT-20 % (Table 6)
-RLS_LAM = ote.EDITORS["rlsedit"].options["rls_lam"]
-FORMAT_VERSION = 2
 VALUE_CLAMP_TOL = 1e-3      # relative slack on the value optimisation's norm clamp (float rounding)
-
-
-@dataclass
-class StepRecord:
-    """What one step did."""
-
-    step: int
-    requests: list[dict]
-    delta_norms: dict[str, float]          # layer -> ‖Δ‖_F
-    value_steps: int
-    value_losses: list[list[float]]        # per optimisation step, per request NLL
-    timings: dict[str, float]              # seconds: values, keys, solve, total
-
-
-def check_combo(method: str, mode: str) -> None:
-    """Raise :class:`SessionError` unless ``method`` × ``mode`` is a row of the registry (:func:`otelab.ote.check_editor`).
-
-    Cheap (no tensors): the command line and :class:`EditSession` call it before loading anything.
-    """
-    try:
-        ote.check_editor(method, mode)
-    except ote.EditError as err:
-        raise SessionError(str(err)) from None
-
-
-def editor_config(method: str, mode: str, preset, C0_hat: Tensor, W0: Tensor, *,
-                  rls_lam: float = RLS_LAM, rect_keep: float = RECT_KEEP) -> dict:
-    """The ``SequentialEditor`` keyword arguments for one layer (:func:`otelab.ote.editor_kwargs`).
-
-    Arguments:
-        method, mode: see the module docstring.
-        preset: supplies μ (``cov_weight``), ``nullspace_threshold``, ``alphaedit_l2``.
-        C0_hat: per-token covariance of the preserved keys ``[d_i, d_i]``.
-        W0: the unedited weights ``[d_o, d_i]`` (PRUNE's σ_max, RECT's reference).
-        rls_lam, rect_keep: the options of RLSEdit and RECT (a method reads only its own).
-    Returns:
-        ``dict(mode=..., P=..., C0=..., lam=..., post=..., correct=...)``.
-    """
-    check_combo(method, mode)
-    return ote.editor_kwargs(method, mode, C0_hat, W0, mu=preset.cov_weight, threshold=preset.nullspace_threshold,
-                             l2=preset.alphaedit_l2, rls_lam=rls_lam, rect_keep=rect_keep)
-
-
-def _check_cov(cov, layers) -> dict[int, Tensor]:
-    """``{layer: Ĉ0}`` as finite torch tensors (numpy arrays are converted); raise naming the layer."""
-    if not isinstance(cov, dict):
-        raise SessionError(f"cov must be a dict {{layer: [d_i, d_i] matrix}}, got {type(cov).__name__}")
-    missing = [l for l in layers if l not in cov]
-    if missing:
-        raise SessionError(f"no covariance given for layer(s) {missing}")
-    out = {}
-    for l in layers:
-        c = cov[l]
-        if not isinstance(c, Tensor):
-            try:
-                c = torch.as_tensor(c)
-            except (TypeError, ValueError, RuntimeError):
-                raise SessionError(f"covariance of layer {l} is a {type(c).__name__}, not a tensor or array") from None
-        if not c.is_floating_point():
-            raise SessionError(f"covariance of layer {l} has dtype {c.dtype}; expected a float matrix")
-        if not bool(torch.isfinite(c).all()):
-            raise SessionError(f"covariance of layer {l} holds NaN or inf")
-        out[l] = c
-    return out
 
 
 class EditSession:
@@ -186,7 +121,7 @@ class EditSession:
             source = get_corpus(corpus)
             corpus_id = source.id
             cov = get_covariance(loaded, list(self.layers), corpus=source, n_tokens=n_tokens, progress=progress)
-        cov = _check_cov(cov, self.layers)
+        cov = check_cov(cov, self.layers)
         # what a saved session needs to get the same Ĉ0 back (or to refuse)
         self.cov_spec = {"explicit": explicit,
                          "corpus": None if explicit else corpus if corpus is None or isinstance(corpus, str) else corpus_id,
@@ -382,108 +317,28 @@ class EditSession:
         self._undo.clear()
 
     # ------------------------------------------------------------------ persistence
-    def _meta(self) -> dict:
-        p = self.loaded.preset
-        return {"format": FORMAT_VERSION, "method": self.method, "mode": self.mode,
-                "layers": list(self.layers), "preset": p.to_dict() if hasattr(p, "to_dict") else asdict(p),
-                "fingerprint": self.loaded.fingerprint, "compute_dtype": str(self.compute_dtype).replace("torch.", ""),
-                "W0_sha256": {str(l): session_store.tensor_sha256(w) for l, w in self.W0.items()},
-                "options": self.options, "undo_depth": self.undo_depth, "cov_spec": self.cov_spec,
-                "templates": list(self.templates),
-                "key_ids": {str(l): e.key_ids() for l, e in self.editors.items()},
-                "history": [asdict(r) for r in self.history]}
-
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the weight deltas, editor states and history to a session folder.
+        """Write the weight deltas, editor states and history to a session folder (:func:`otelab.engine.persist.save`).
 
-        Files: ``session.json`` (settings, history, a hash of each layer's W0, what the
-        covariance was, a checksum of every tensor and of itself) and ``state.safetensors``
-        (per layer: ``delta.L`` = W − W0 in float64, and the editor's tensors).
-
-        Only ever replaces an otelab session: the working directory, a folder above it, a
-        file and a non-empty folder that is not a session are refused. Replacing is atomic:
-        after a crash or ``kill -9`` at any instant, ``path`` holds the complete old or the
-        complete new session (see :mod:`otelab.engine.store`).
+        Only ever replaces an otelab session; replacing is atomic (safe under ``kill -9``).
 
         Returns:
             The absolute path.
         Raises:
             SessionError: naming the path and why it was refused; nothing was written.
         """
-        session_store.check_target(path)
-        tensors = {}
-        a = self.loaded.adapter
-        for l in self.layers:
-            W = a.get_W(self.loaded.model, l).detach()
-            tensors[f"delta.{l}"] = (W.double() - self.W0[l].double()).cpu().contiguous()
-            for k, v in self.editors[l].state_dict().items():
-                tensors[f"editor.{l}.{k}"] = v.detach().cpu().contiguous()
-        meta = self._meta()
-        for l, ids in meta["key_ids"].items():
-            if any(not isinstance(i, (str, int)) for i in ids):
-                raise SessionError(f"layer {l}: conflict ids must be str or int to be saved")
-        return session_store.write(path, meta, tensors)
+        return persist.save(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, loaded, *, cov: Optional[dict[int, Tensor]] = None,
              progress: bool = True) -> "EditSession":
-        """Restore a saved session onto ``loaded``, which must be the same model, unedited.
-
-        Checked before anything changes: every file against its checksums; the model's
-        fingerprint; the *current* weights of each edited layer against the hash of the W0 the
-        session was saved from (so a model that is already edited, e.g. by an earlier load, is
-        refused instead of being edited twice); and the covariance: without ``cov`` the
-        recorded one is rebuilt (corpus, token count) and must hash the same; a session made
-        with an explicit ``cov`` needs the same ``cov`` again.
+        """Restore a saved session onto ``loaded``, which must be the same model, unedited
+        (:func:`otelab.engine.persist.load`: everything is checked before a weight changes).
 
         Raises:
             SessionError: naming the file or layer and what does not match.
         """
-        meta, tensors = session_store.read(path)
-        path = Path(path)
-        if meta.get("format") != FORMAT_VERSION:
-            raise SessionError(f"{path}: session format {meta.get('format')} is not {FORMAT_VERSION}")
-        if meta["fingerprint"] != loaded.fingerprint:
-            raise SessionError(f"{path} was saved from a different model (fingerprint {meta['fingerprint'][:12]}…, "
-                               f"this model {loaded.fingerprint[:12]}…); refusing to load it")
-        if tuple(meta["layers"]) != tuple(loaded.preset.layers):
-            raise SessionError(f"{path} edits layers {meta['layers']}, the preset edits {list(loaded.preset.layers)}")
-        a = loaded.adapter
-        for l in meta["layers"]:
-            if session_store.tensor_sha256(a.get_W(loaded.model, l)) != meta["W0_sha256"][str(l)]:
-                raise SessionError(f"{path}: layer {l} of this model is not the unedited W0 the session was saved "
-                                   f"from: the model is already edited (by an earlier load or another session). "
-                                   f"Load it onto a freshly loaded model, or reset() the session that edited it")
-        spec = meta["cov_spec"]
-        if spec["explicit"] and cov is None:
-            raise SessionError(f"{path} was made with an explicit cov=; pass the same cov= to load it")
-        dtype = getattr(torch, meta["compute_dtype"])
-        s = cls(loaded, meta["method"], meta["mode"], cov=cov, corpus=spec["corpus"], n_tokens=spec["n_tokens"],
-                progress=progress, undo_depth=meta["undo_depth"], compute_dtype=dtype, **meta["options"])
-        differ = [l for l, h in spec["sha256"].items() if s.cov_spec["sha256"][l] != h]
-        if differ:
-            how = "the given cov" if cov is not None else \
-                f"the rebuilt covariance (corpus {spec['corpus_id']}, {spec['n_tokens']} tokens)"
-            raise SessionError(f"{path}: {how} differs from the session's for layer(s) {', '.join(differ)}; "
-                               f"pass the covariance the session was made with as cov=")
-        if "templates" in meta and list(meta["templates"]) != s.templates:
-            raise SessionError(f"{path}: the session keyed its edits with context templates "
-                               f"{meta['templates']!r}, this model gives {s.templates!r}")
-        new_W = {}
-        try:   # everything is checked before the model's weights change
-            for l in s.layers:
-                sd = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"editor.{l}.")}
-                s.editors[l].load_state_dict(sd, meta["key_ids"].get(str(l)) or None)
-                delta = tensors[f"delta.{l}"]                                      # [d_o, d_i]
-                if delta.shape != s.W0[l].shape:
-                    raise ValueError(f"delta.{l} has shape {tuple(delta.shape)}, W is {tuple(s.W0[l].shape)}")
-                new_W[l] = (s.W0[l].double() + delta.to(s.W0[l].device)).to(s.W0[l].dtype)
-        except (KeyError, ValueError, RuntimeError) as err:
-            raise SessionError(f"{path}: the saved state does not fit this session ({err})") from None
-        for l, W in new_W.items():
-            a.set_W(loaded.model, l, W)
-        s.history = [StepRecord(**r) for r in meta["history"]]
-        return s
+        return persist.load(cls, path, loaded, cov=cov, progress=progress)
 
     def delta_norm(self) -> float:
         """Total weight change so far.
