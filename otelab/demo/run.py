@@ -546,39 +546,6 @@ def _subtitle(settings: dict) -> str:
             f"in {settings['n_steps']} batches of {settings['batch_size']}, C0 from {settings['cov_tokens']:,} tokens")
 
 
-def _delta_figure(report):
-    """‖W − W0‖ (summed over edited layers) vs step, one line per run."""
-    import plotly.graph_objects as go
-
-    from otelab.views.panels import DASHES, PALETTE
-
-    fig = go.Figure()
-    df = report.to_frame()
-    df = df[df["metric"] == "delta_norm"]
-    for i, (label, g) in enumerate(df.groupby("label", sort=False)):
-        fig.add_scatter(x=g["step"], y=g["value"], mode="lines+markers", name=str(label),
-                        line=dict(color=PALETTE[i % len(PALETTE)], dash=DASHES[i % len(DASHES)]))
-    fig.update_layout(title=dict(text="Total weight change ‖W − W0‖_F (sum over edited layers)", x=0.01,
-                                 font=dict(size=14)), template="plotly_white", height=340,
-                      margin=dict(l=55, r=15, t=45, b=40), xaxis_title="step", yaxis_title="‖W − W0‖_F")
-    return fig
-
-
-def _toy_figure(toy: dict):
-    """The toy collapse of ``otelab verify``: preserved error of Eq. 3 vs Eq. 4 (as printed)."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    fig.add_scatter(x=toy["steps"], y=toy["nullspace_at_steps"], mode="lines+markers", name="Eq. 3 (memorize-nullspace)",
-                    line=dict(color="#d62728"))
-    fig.add_scatter(x=toy["steps"], y=toy["full_at_steps"], mode="lines+markers", name="Eq. 4 as printed (memorize-full)",
-                    line=dict(color="#1f77b4"))
-    fig.update_layout(title=dict(text="Toy collapse: preserved error ‖W_t K0 − V0‖/‖V0‖", x=0.01, font=dict(size=14)),
-                      template="plotly_white", height=320, margin=dict(l=55, r=15, t=45, b=40),
-                      xaxis_title="step", yaxis_title="preserved error")
-    return fig
-
-
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
@@ -747,7 +714,7 @@ def summary_html(summary: Sequence[dict], settings: dict) -> str:
 
 
 def build_sections(metrics: dict, results: dict, projection=None) -> list[tuple]:
-    """The report's sections: summary, verification, then per pair the four panels and ‖W − W0‖.
+    """The report's sections: summary, verification, then per pair every panel of :data:`otelab.views.panels.PANELS`.
 
     Arguments:
         metrics: what :func:`run_demo` writes to metrics.json.
@@ -784,7 +751,7 @@ def build_sections(metrics: dict, results: dict, projection=None) -> list[tuple]
         secs.append(("table", "Theory: rules expected to leave the OTE path", neg,
                      "Distance from the OTE path ‖W_t − W_OTE,t‖/‖W_OTE,t − W0‖ at a few steps."))
         if v.get("toy_collapse"):
-            secs.append(("figure", "Theory: the toy collapse (Eq. 3 vs Eq. 4)", _toy_figure(v["toy_collapse"]),
+            secs.append(("figure", "Theory: the toy collapse (Eq. 3 vs Eq. 4)", panels.toy_figure(v["toy_collapse"]),
                          "The synthetic OLS world of notebook 01."))
     for i, p in enumerate(metrics["pairs"], start=1):
         la, lb = results[p["aligned"]].label, results[p["misaligned"]].label
@@ -793,19 +760,17 @@ def build_sections(metrics: dict, results: dict, projection=None) -> list[tuple]
         if projection is not None:
             proj = copy.copy(projection)
             proj.after = {k: x for k, x in projection.after.items() if k in (la, lb)}
-        figs = panels.all_panels(rep, proj, order=[la, lb])
         short = pair_heading((p["aligned"], p["misaligned"]), i)
         styles = panels.style_heading([la, lb])   # the panels' own mapping: A solid, B dashed
         lines = _html.escape(f"{p['title']}. {styles[0].upper()}{styles[1:]}.")
-        secs.append(("figure", f"{short}: edit metrics", figs["edit"],
-                     f"<b>{lines}</b> " + _html.escape(pair_sentence(p))))
-        secs.append(("figure", f"{short}: general capability", figs["capability"],
-                     f"{lines} Probe accuracy before editing (step 0) and after the last step."))
-        secs.append(("figure", f"{short}: language-model drift", figs["lm"], lines))
-        secs.append(("figure", f"{short}: latent drift", figs["latent"],
-                     f"{lines} States at the output of the last edited block, subject's last token."
-                     + ("" if proj is not None else " (UMAP not drawn in this run.)")))
-        secs.append(("figure", f"{short}: weight change", _delta_figure(rep), lines))
+        for n, panel in enumerate(panels.PANELS):
+            # the pair's first panel carries its numbers; the others say what they show
+            caption = f"<b>{lines}</b> " + _html.escape(pair_sentence(p)) if n == 0 else (
+                f"{lines} {panel.caption}" if panel.caption else lines)
+            if "projection" in panel.needs and proj is None:
+                caption += " (UMAP not drawn in this run.)"
+            secs.append(("figure", f"{short}: {panel.title}", panels.build(panel, rep, projection=proj, order=[la, lb]),
+                         caption))
     rows, ours = paper_beside(metrics)
     if rows:
         secs.append(("table", "The paper beside otelab", rows,
