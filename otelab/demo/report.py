@@ -6,7 +6,8 @@ from typing import Sequence
 
 from otelab.demo.findings import pair_sentence
 
-__all__ = ["PAIR_SHORT", "SUMMARY_TABLES", "pair_heading", "summary_html", "build_sections", "paper_beside"]
+__all__ = ["PAIR_SHORT", "SUMMARY_TABLES", "pair_heading", "summary_html", "build_sections", "pair_sections",
+           "paper_beside"]
 
 # the report's headings and contents name a pair by these; the full title goes in the section text
 PAIR_SHORT = {
@@ -93,7 +94,6 @@ def build_sections(metrics: dict, results: dict, projection=None) -> list[tuple]
     import html as _html
 
     from otelab.views import panels
-    from otelab.eval.report import Report
 
     s = metrics["settings"]
     secs: list[tuple] = []
@@ -120,23 +120,7 @@ def build_sections(metrics: dict, results: dict, projection=None) -> list[tuple]
             secs.append(("figure", "Theory: the toy collapse (Eq. 3 vs Eq. 4)", panels.toy_figure(v["toy_collapse"]),
                          "The synthetic OLS world of notebook 01."))
     for i, p in enumerate(metrics["pairs"], start=1):
-        la, lb = results[p["aligned"]].label, results[p["misaligned"]].label
-        rep = Report.combine(results[p["aligned"]].report, results[p["misaligned"]].report)
-        proj = None
-        if projection is not None:
-            proj = copy.copy(projection)
-            proj.after = {k: x for k, x in projection.after.items() if k in (la, lb)}
-        short = pair_heading((p["aligned"], p["misaligned"]), i)
-        styles = panels.style_heading([la, lb])   # the panels' own mapping: A solid, B dashed
-        lines = _html.escape(f"{p['title']}. {styles[0].upper()}{styles[1:]}.")
-        for n, panel in enumerate(panels.PANELS):
-            # the pair's first panel carries its numbers; the others say what they show
-            caption = f"<b>{lines}</b> " + _html.escape(pair_sentence(p)) if n == 0 else (
-                f"{lines} {panel.caption}" if panel.caption else lines)
-            if "projection" in panel.needs and proj is None:
-                caption += " (UMAP not drawn in this run.)"
-            secs.append(("figure", f"{short}: {panel.title}", panels.build(panel, rep, projection=proj, order=[la, lb]),
-                         caption))
+        secs += pair_sections(p, i, results, projection)
     rows, ours = paper_beside(metrics)
     if rows:
         secs.append(("table", "The paper beside otelab", rows,
@@ -144,6 +128,43 @@ def build_sections(metrics: dict, results: dict, projection=None) -> list[tuple]
                      "model and scale (otelab.paper.claims). CounterFact scores as fractions."))
     timing_rows = [{"phase": k, "seconds": v} for k, v in metrics["timings"].items()]
     secs.append(("table", "Timings", timing_rows, "Wall-clock seconds on this machine."))
+    return secs
+
+
+def pair_sections(p: dict, index: int, results: dict, projection=None) -> list[tuple]:
+    """One pair's figures: every panel of :data:`otelab.views.panels.PANELS`, the two runs overlaid.
+
+    Arguments:
+        p: one entry of ``metrics["pairs"]``.
+        index: the pair's place in the run (1-based).
+        results: ``{spec: RunResult}``.
+        projection: the UMAP of subject states, or None (its ``after`` is cut to the pair's runs).
+    Returns:
+        ``("figure", "<pair>: <panel title>", figure, caption)`` tuples.
+    """
+    import html as _html
+
+    from otelab.eval.report import Report
+    from otelab.views import panels
+
+    la, lb = results[p["aligned"]].label, results[p["misaligned"]].label
+    rep = Report.combine(results[p["aligned"]].report, results[p["misaligned"]].report)
+    proj = None
+    if projection is not None:
+        proj = copy.copy(projection)
+        proj.after = {k: x for k, x in projection.after.items() if k in (la, lb)}
+    short = pair_heading((p["aligned"], p["misaligned"]), index)
+    styles = panels.style_heading([la, lb])   # the panels' own mapping: A solid, B dashed
+    lines = _html.escape(f"{p['title']}. {styles[0].upper()}{styles[1:]}.")
+    secs = []
+    for n, panel in enumerate(panels.PANELS):
+        # the pair's first panel carries its numbers; the others say what they show
+        caption = f"<b>{lines}</b> " + _html.escape(pair_sentence(p)) if n == 0 else (
+            f"{lines} {panel.caption}" if panel.caption else lines)
+        if "projection" in panel.needs and proj is None:
+            caption += " (UMAP not drawn in this run.)"
+        secs.append(("figure", f"{short}: {panel.title}", panels.build(panel, rep, projection=proj, order=[la, lb]),
+                     caption))
     return secs
 
 

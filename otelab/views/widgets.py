@@ -97,23 +97,7 @@ class WorkbenchUI(SessionControls):
         Button = _button_class()
         style = dict(style={"description_width": "initial"})
         self._make_settings(W, style)
-        self.step_button = Button(description="Step", button_style="primary", icon="step-forward",
-                                  tooltip="edit the next batch of the stream")
-        self.step_k_button = Button(description="Step ×k", icon="forward", tooltip="k steps, panels after each")
-        self.undo_button = Button(description="Undo", icon="undo", tooltip="revert the last step")
-        self.reset_button = Button(description="Reset", icon="refresh", button_style="warning",
-                                   tooltip="back to the unedited model (asks first)")
-        self.buttons = [self.step_button, self.step_k_button, self.undo_button, self.reset_button]
-        self.confirm_text = W.HTML()
-        self.confirm_button = Button(description="Rebuild", button_style="danger")
-        self.cancel_button = Button(description="Cancel")
-        self.confirm_row = W.HBox([self.confirm_text, self.confirm_button, self.cancel_button],
-                                  layout=W.Layout(display="none"))
-        self.progress = W.IntProgress(value=0, min=0, max=1, description="idle",
-                                      style={"description_width": "initial", "bar_color": IDLE_BAR},
-                                      layout=W.Layout(width="420px"))
-        self.status = W.HTML()
-        self.message = W.HTML()
+        self._make_buttons(W, Button)
         self.figures = {k: go.FigureWidget(f) for k, f in self._panels().items()}
         first = wb.data.stream[0]
         default_prompt = getattr(first, "text", None) or first.request().text
@@ -123,13 +107,7 @@ class WorkbenchUI(SessionControls):
         self.probe_button = Button(description="Generate", icon="comment", tooltip="or press Enter in the prompt")
         self.probe_output = W.HTML()
 
-        self.step_button.on_click(self._click(lambda: self._run(self._do_step, 1, phase="stepping")))
-        self.step_k_button.on_click(self._click(lambda: self._run(self._do_step, self.k.value, phase="stepping")))
-        self.undo_button.on_click(self._click(lambda: self._run(self._do_undo, phase="undoing the last step")))
-        self.reset_button.on_click(self._click(lambda: self._ask("Reset", self._do_reset, "resetting")))
-        self.probe_button.on_click(self._click(lambda: self._run(self._do_probe, phase="generating")))
-        self.confirm_button.on_click(self._click(self._confirm))
-        self.cancel_button.on_click(self._click(self._cancel))
+        self._connect_buttons()
         # Enter (or leaving the box) sends the prompt: continuous_update=False syncs the value only then
         self.probe.observe(self._on_probe, names="value")
         self._observe_settings()
@@ -157,6 +135,36 @@ class WorkbenchUI(SessionControls):
                               f"still prefers the true targets. Press Step to edit the first batch. {note}")
         else:
             self._set_message(note, error=True)
+
+    def _make_buttons(self, W, Button) -> None:
+        """The buttons, the Rebuild / Cancel row, the progress bar, the status line and the message."""
+        self.step_button = Button(description="Step", button_style="primary", icon="step-forward",
+                                  tooltip="edit the next batch of the stream")
+        self.step_k_button = Button(description="Step ×k", icon="forward", tooltip="k steps, panels after each")
+        self.undo_button = Button(description="Undo", icon="undo", tooltip="revert the last step")
+        self.reset_button = Button(description="Reset", icon="refresh", button_style="warning",
+                                   tooltip="back to the unedited model (asks first)")
+        self.buttons = [self.step_button, self.step_k_button, self.undo_button, self.reset_button]
+        self.confirm_text = W.HTML()
+        self.confirm_button = Button(description="Rebuild", button_style="danger")
+        self.cancel_button = Button(description="Cancel")
+        self.confirm_row = W.HBox([self.confirm_text, self.confirm_button, self.cancel_button],
+                                  layout=W.Layout(display="none"))
+        self.progress = W.IntProgress(value=0, min=0, max=1, description="idle",
+                                      style={"description_width": "initial", "bar_color": IDLE_BAR},
+                                      layout=W.Layout(width="420px"))
+        self.status = W.HTML()
+        self.message = W.HTML()
+
+    def _connect_buttons(self) -> None:
+        """Each button's action, run through :meth:`_click` (never while busy, no queued double click)."""
+        self.step_button.on_click(self._click(lambda: self._run(self._do_step, 1, phase="stepping")))
+        self.step_k_button.on_click(self._click(lambda: self._run(self._do_step, self.k.value, phase="stepping")))
+        self.undo_button.on_click(self._click(lambda: self._run(self._do_undo, phase="undoing the last step")))
+        self.reset_button.on_click(self._click(lambda: self._ask("Reset", self._do_reset, "resetting")))
+        self.probe_button.on_click(self._click(lambda: self._run(self._do_probe, phase="generating")))
+        self.confirm_button.on_click(self._click(self._confirm))
+        self.cancel_button.on_click(self._click(self._cancel))
 
     # ------------------------------------------------------------------ display
     def _repr_mimebundle_(self, **kwargs):

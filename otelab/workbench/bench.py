@@ -34,11 +34,11 @@ from otelab.eval.report import Report
 from otelab.workbench.data import REPLAY_DRAW, REPLAY_SEED, Sizes, WorkbenchData, load_data
 from otelab.workbench.editors import (METHOD_NAMES, WorkbenchError, check_settings, plural, track_label,
                                       valid_modes)
-from otelab.workbench.measure import (METRICS, LatentProjection, edit_row, flat_tasks, glue_row, glue_scores,
-                                      measure, project_states, step0_row)
+from otelab.workbench.measure import (METRICS, LatentProjection, edit_row, flat_tasks, glue_row, measure,
+                                      project_states, step0_row, unedited_reference)
 from otelab.workbench.probe import generate, unedited_weights
 from otelab.workbench.replay import FILL_COMMAND, BankValues, fill_bank, replay_data
-from otelab.workbench.track import Track, _report_upto
+from otelab.workbench.track import Track, report_upto
 
 __all__ = ["Workbench", "Track", "Sizes", "WorkbenchData", "WorkbenchError", "LatentProjection", "BankValues",
            "load_data", "replay_data", "measure", "glue_row", "edit_row", "valid_modes", "plural", "track_label",
@@ -76,8 +76,6 @@ class Workbench:
                  eval_every: int = 1, cov: Optional[dict] = None, corpus=None, cov_tokens: Optional[int] = None,
                  latent_layer: Optional[int] = None, max_len: int = 128, projector: Optional[Callable] = None,
                  undo_depth: int = 3, progress: bool = False, values: Optional[Callable[[list], Any]] = None):
-        from otelab.eval.metrics import Baseline
-
         if values is not None and not callable(values):
             raise WorkbenchError(f"values must be a callable f(requests) -> ValueResult, got {type(values).__name__}")
         self.loaded, self.data, self.values = loaded, data, values
@@ -97,18 +95,10 @@ class Workbench:
             from otelab.engine.covariance import get_covariance
             cov = get_covariance(loaded, list(loaded.layers), corpus=corpus, n_tokens=cov_tokens, progress=progress)
         self.cov = cov
-        model, tok = loaded.model, loaded.tokenizer
         t0 = time.perf_counter()
         # Everything "vs unedited" is measured against these, computed once on the unedited model.
-        self.baseline = Baseline.compute(
-            model, tok, [data.stream[i] for i in data.scored(len(data.stream))], texts=data.texts or None, max_len=self.max_len,
-            latent_layer=self.latent_layer if data.latent_records else None,
-            latent_records=data.latent_records or None, show_progress=progress)
-        self.glue_reference = None   # the unedited answers: agreement and margin are measured against them
-        if data.glue:
-            from otelab.eval.metrics import capability_answers
-            self.glue_reference = capability_answers(model, tok, data.glue, show_progress=progress)
-        self.glue_unedited = glue_scores(self.glue_reference, self.glue_reference) if data.glue else {}
+        self.baseline, self.glue_reference, self.glue_unedited = unedited_reference(
+            loaded, data, self.latent_layer, self.max_len, progress)
         self._unedited_generations: dict[tuple[str, int], str] = {}
         self._step0_cache: dict[int, dict] = {}
         self.baseline_seconds = time.perf_counter() - t0
@@ -380,7 +370,7 @@ class Workbench:
             for tr in stepped:   # keep the sessions in lockstep: nothing of this step stays
                 tr.session.undo()
                 tr.step_seconds.pop()
-                tr.report = _report_upto(tr.report, step - 1)
+                tr.report = report_upto(tr.report, step - 1)
             self.projections.pop(step, None)
             raise
         return recs
@@ -404,7 +394,7 @@ class Workbench:
             tr.session.undo()
             if tr.step_seconds:
                 tr.step_seconds.pop()
-            tr.report = _report_upto(tr.report, step - 1)
+            tr.report = report_upto(tr.report, step - 1)
         self.projections = {s: p for s, p in self.projections.items() if s < step}
         self._undoable -= 1
         self._last_wall = None
@@ -416,7 +406,7 @@ class Workbench:
         for tr in self.tracks:
             tr.session.reset()
             tr.step_seconds.clear()
-            tr.report = _report_upto(tr.report, 0)
+            tr.report = report_upto(tr.report, 0)
         self.projections = {}
         self._undoable = 0
         self._last_wall = None

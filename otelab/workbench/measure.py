@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from otelab.workbench.data import WorkbenchData
 
 __all__ = ["METRICS", "LatentProjection", "glue_row", "glue_scores", "edit_row", "measure", "step0_row",
-           "project_states", "flat_tasks"]
+           "project_states", "flat_tasks", "unedited_reference"]
 
 # Metric names the workbench writes into its reports (the panels read these).
 METRICS = {
@@ -182,6 +182,37 @@ def measure(loaded, session, data: "WorkbenchData", baseline, n_done: int, batch
         tick(f"{label}: general capability")
         row.update(glue_row(loaded, data.glue, reference=glue_reference))
     return row, after
+
+
+def unedited_reference(loaded, data: "WorkbenchData", latent_layer: int, max_len: int,
+                       progress: bool = False) -> tuple[Any, Any, dict]:
+    """What every later measurement compares with, computed once on the unedited model.
+
+    Arguments:
+        loaded: the UNEDITED model.
+        data: the stream (its scored records), held-out texts, latent records and probes.
+        latent_layer: block whose output holds the subject states.
+        max_len: token limit per held-out text.
+        progress: progress bars.
+
+    Returns:
+        ``(baseline, glue_reference, glue_unedited)``: the :class:`otelab.eval.metrics.Baseline`; the
+        unedited capability answers (None without probes: agreement and margin are measured against
+        them); the unedited model's :func:`glue_row` against itself ({} without probes).
+    """
+    from otelab.eval.metrics import Baseline
+
+    model, tok = loaded.model, loaded.tokenizer
+    baseline = Baseline.compute(
+        model, tok, [data.stream[i] for i in data.scored(len(data.stream))], texts=data.texts or None, max_len=max_len,
+        latent_layer=latent_layer if data.latent_records else None,
+        latent_records=data.latent_records or None, show_progress=progress)
+    glue_reference = None
+    if data.glue:
+        from otelab.eval.metrics import capability_answers
+        glue_reference = capability_answers(model, tok, data.glue, show_progress=progress)
+    glue_unedited = glue_scores(glue_reference, glue_reference) if data.glue else {}
+    return baseline, glue_reference, glue_unedited
 
 
 def step0_row(loaded, data: "WorkbenchData", baseline, batch_size: int, glue_unedited: dict) -> dict[str, float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from otelab.engine.session import EditSession
 from otelab.eval.report import Report
 
-__all__ = ["Track"]
+__all__ = ["Track", "report_upto"]
 
 
 class Track:
@@ -25,7 +25,7 @@ class Track:
         return self.session.mode
 
 
-def _report_upto(rep: Report, step: int) -> Report:
+def report_upto(rep: Report, step: int) -> Report:
     """A copy of ``rep`` without the rows after ``step`` (Report has no row deletion)."""
     out = Report(rep.label, rep.meta)
     df = rep.to_frame()
