@@ -22,15 +22,16 @@ import time
 
 def host_tokens(tok, records) -> tuple[int, int]:
     """(sequences, tokens) that edit_scores runs for these records after prefix sharing."""
-    from otelab.eval import metrics as M
+    from otelab.eval.batching import encode_many
+    from otelab.eval.scoring import plan_hosts
     prompts, targets = [], []
     for r in records:
         for p in [r.text] + r.paraphrase_prompts + r.neighborhood_prompts:
             prompts += [p, p]
             targets += [r.target_new, r.target_true]
-    p_ids = M._encode_many(tok, prompts, True)
-    t_ids = M._encode_many(tok, [" " + t.strip() for t in targets], False)
-    hosts = set(M._plan_hosts([tuple(p + t[:-1]) for p, t in zip(p_ids, t_ids)]).values())
+    p_ids = encode_many(tok, prompts, True)
+    t_ids = encode_many(tok, [" " + t.strip() for t in targets], False)
+    hosts = set(plan_hosts([tuple(p + t[:-1]) for p, t in zip(p_ids, t_ids)]).values())
     return len(hosts), sum(len(h) for h in hosts)
 
 
@@ -46,6 +47,7 @@ def main() -> None:
 
     import torch
 
+    from otelab.eval import batching as B
     from otelab.eval import metrics as M
     from otelab.data.loaders import load_counterfact
     from otelab.models.loading import load_model
@@ -67,14 +69,14 @@ def main() -> None:
           f"at this rate (x{n_tok_t / n_tok:.2f})")
     if args.no_compare:
         return
-    head_only = M._split_head
-    M._split_head = lambda model: None   # the full forward, as before the head-only scoring
+    head_only = B.split_head
+    B.split_head = lambda model: None   # the full forward, as before the head-only scoring
     try:
         t0 = time.perf_counter()
         full = M.edit_scores(lm.model, lm.tokenizer, run, batch_size=args.batch, show_progress=True)
         dt_full = time.perf_counter() - t0
     finally:
-        M._split_head = head_only
+        B.split_head = head_only
     same = all(a["efficacy"] == b["efficacy"] and a["specificity"] == b["specificity"]
                for a, b in zip(res["per_record"], full["per_record"]))
     print(f"full forward (logits_to_keep): {dt_full:.1f} s -> head only is x{dt_full / dt:.2f} faster; "

@@ -29,7 +29,7 @@ def parse(argv=None) -> argparse.Namespace:
 def replay(lm, run: dict, records_all, steps: int | None) -> list[dict]:
     """Edit the recorded draw again; return ``{layer: ‖Δ‖}`` per step."""
     from otelab.data.loaders import sample_records
-    from otelab.engine.session import EditSession
+    from otelab.engine.session import RECT_KEEP, EditSession
     from otelab.workbench.stream import value_provider
 
     st = run["settings"]
@@ -40,7 +40,7 @@ def replay(lm, run: dict, records_all, steps: int | None) -> list[dict]:
         raise SystemExit("the draw does not give the recorded case ids")
     batch = int(run["stream"]["batch_size"])
     session = EditSession(lm, run["session"]["method"], run["session"]["mode"], progress=False,
-                          rect_keep=float(st.get("rect_keep") or 0.2))
+                          rect_keep=float(st.get("rect_keep") or RECT_KEEP))
     templates = ["{}"] if st.get("value_templates") == "plain" else None
     provider = value_provider(session, "bank", st.get("bank"), templates=templates)
     out = []

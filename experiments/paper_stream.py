@@ -24,6 +24,9 @@ TASKS = ("sst2", "mrpc", "mmlu", "rte", "cola", "nli")
 
 
 def parse(argv=None) -> argparse.Namespace:
+    from otelab.engine.session import RECT_KEEP, check_combo
+    from otelab.engine.store import SessionError
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="preset name (default SmolLM2-135M)")
     ap.add_argument("--data", default="counterfact", choices=("counterfact", "factbank"))
@@ -32,8 +35,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0, help="seed of the draw and of the checkpoint sample")
     ap.add_argument("--method", default="memit")
     ap.add_argument("--mode", default="aligned")
-    ap.add_argument("--cov-weight", type=float, default=None, help="λ (default: the preset's)")
-    ap.add_argument("--rect-keep", type=float, default=0.2,
+    ap.add_argument("--cov-weight", type=float, default=None,
+                    help="μ, the C0 weight (run labels and file names call it λ; default: the preset's)")
+    ap.add_argument("--rect-keep", type=float, default=RECT_KEEP,
                     help="RECT's share of entries kept (the paper's 20%%; the seed code's 40%%: 0.4)")
     ap.add_argument("--values", default="bank", choices=("bank", "unedited", "edited"))
     ap.add_argument("--bank", default=None, help="value bank folder (default: the bank's own under the cache)")
@@ -71,6 +75,10 @@ def parse(argv=None) -> argparse.Namespace:
         return args
     if not args.out:
         ap.error("give --out (one editor) or --runs with --out-dir")
+    try:
+        check_combo(args.method, args.mode)
+    except SessionError as e:
+        ap.error(str(e))
     for name in ("n", "batch", "checkpoint_every"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -87,7 +95,7 @@ SPEC_KEYS = {"lam": float, "keep": float, "values": str, "batch": int, "edits": 
 
 def parse_spec(text: str, args) -> dict:
     """``method:mode[:key=value...]`` → the run's settings and file name (checked before any model work)."""
-    from otelab.engine.session import check_combo
+    from otelab.engine.session import RECT_KEEP, check_combo
     from otelab.engine.store import SessionError
 
     parts = text.split(":")
@@ -114,7 +122,7 @@ def parse_spec(text: str, args) -> dict:
     if spec["lam"] is None:
         raise ValueError(f"run {text!r}: give lam=λ (or --cov-weight) so that the file name says it")
     name = [spec["method"], "ote" if spec["batch"] >= spec["edits"] else spec["mode"]]
-    if spec["method"] == "rect" and spec["keep"] != 0.2:
+    if spec["method"] == "rect" and spec["keep"] != RECT_KEEP:
         name.append(f"keep{spec['keep']:g}")
     if spec["values"] != "bank":
         name.append(f"values-{spec['values']}")
@@ -158,7 +166,7 @@ def capability_tasks(n: int, shots: int):
 
 def setup(args):
     """The model, the stream, the unrelated records, the capability tasks and the held-out texts."""
-    from otelab.cli.eval import held_out_texts
+    from otelab.data.texts import held_out_texts
     from otelab.data.loaders import load_counterfact, load_factbank
     from otelab.models.loading import load_model
 

@@ -45,7 +45,7 @@ def main() -> None:
 
     import torch
 
-    from otelab.cli.eval import held_out_texts
+    from otelab.data.texts import held_out_texts
     from otelab.data.loaders import load_counterfact
     from otelab.eval.drift import LMBaseline, lm_drift
     from otelab.engine.session import EditSession

@@ -3,10 +3,11 @@ r"""The linear-algebra core: every update rule of the paper, once.
 Notation (the paper's): ``W ∈ R^{d_o×d_i}`` is the edited MLP output matrix,
 keys ``K ∈ R^{d_i×n}`` are its inputs at the subjects' last tokens, values
 ``V ∈ R^{d_o×n}`` the outputs that make the model say the new facts. ``C0`` is
-the (already weighted) second moment of the preserved keys, ``K0 K0ᵀ``; ``P`` a
-``d_i×d_i`` matrix (AlphaEdit's null-space projector, or ``I``); ``λ`` (``lam``)
-a Tikhonov weight. The residual of a batch against the current weights is
-``R_t = V_t − W_{t−1} K_t``.
+the already weighted second moment of the preserved keys, ``C0 = μ K0 K0ᵀ``
+(μ is the C0 weight: the engine's and the presets' ``cov_weight``, which the
+paper's App. B.4 calls λ); ``P`` a ``d_i×d_i`` matrix (AlphaEdit's null-space
+projector, or ``I``); ``λ`` (``lam``) always the Tikhonov weight. The residual of
+a batch against the current weights is ``R_t = V_t − W_{t−1} K_t``.
 
 Every optimum here is the solution of one normal equation (Prop. 3.2)::
 
@@ -43,12 +44,21 @@ Where otelab departs from a formula as printed in the paper, the docstring of
 the function that implements it says so: Eq. 30 (:func:`conflict_update`),
 Algorithm 1's error variable (:func:`corrected_step`), PRUNE applied per step
 (:func:`prune`) and RECT's kept fraction (:func:`rect`).
+
+The named editors (MEMIT, AlphaEdit, PRUNE, RECT, RLSEdit) are rows of one table,
+:data:`EDITORS`: per session mode (:data:`SESSION_MODES`), the core mode above, the
+error-correction flag, the post-processing operator, the defaults (RECT keeps 20 %,
+RLSEdit's λ = 1) and the paper row it reproduces. :func:`editor_kwargs` turns a row
+into :class:`SequentialEditor` arguments; :func:`register_editor` adds a row, which
+every layer above (engine, toy, workbench, command line, demo) then offers.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Hashable, Optional, Sequence
+from collections import abc
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Callable, Hashable, Mapping, Optional, Sequence
 
 import torch
 
@@ -62,6 +72,9 @@ __all__ = [
     "nullspace_projector", "prune", "rect", "Prune", "Rect", "corrected_step",
     "conflict_update", "resolve_latest", "resolve_first", "resolve_mean", "resolve_forget",
     "rls_init", "rls_step", "SequentialEditor", "MODES",
+    "SessionMode", "SESSION_MODES", "ModeSpec", "mode_spec", "EditorSpec", "EDITORS", "register_editor",
+    "unregister_editor", "post_modes", "methods", "check_editor", "valid_modes", "display_name", "editor_kwargs",
+    "preserve_cov", "preserve_nullspace", "preserve_rls", "METHODS_VIEW", "DISPLAY_NAMES",
 ]
 
 
@@ -213,6 +226,17 @@ def ote_update(W0: Tensor, K: Tensor, V: Tensor, *, P: Optional[Tensor] = None,
         P, C0, lam: the objective (see the module docstring).
     Returns:
         ``Δ_total`` ``[d_o, d_i]``.
+
+    Example (the edit solves the normal equation; with ``C0`` it also keeps the preserved keys in mind)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> W0, K, V = (torch.randn(*s, generator=g, dtype=torch.float64) for s in [(3, 5), (5, 2), (3, 2)])
+        >>> C0 = torch.eye(5, dtype=torch.float64)                           # [d_i, d_i]
+        >>> D = ote_update(W0, K, V, C0=C0)                                  # [d_o, d_i]
+        >>> D.shape
+        torch.Size([3, 5])
+        >>> torch.allclose(D @ (C0 + K @ K.T), (V - W0 @ K) @ K.T)
+        True
     """
     _check_shapes(W0, K, V, P, C0)
     R = V - W0 @ K                                             # [d_o, n]
@@ -237,6 +261,19 @@ def aligned_update(W: Tensor, K: Tensor, V: Tensor, A_prev: Tensor, *,
         P: the same P as in ``A_prev``.
     Returns:
         ``(Δ_t, A_t)``.
+
+    Example (Lemma 3.1: two aligned steps add up to the one-time edit of both batches)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> W0, K1, V1, K2, V2 = (torch.randn(*s, generator=g, dtype=torch.float64)
+        ...                       for s in [(3, 5), (5, 2), (3, 2), (5, 2), (3, 2)])
+        >>> C0 = torch.eye(5, dtype=torch.float64)
+        >>> A = system_matrix(None, C0=C0, d_i=5, like=W0)                   # A_0 = C0
+        >>> D1, A = aligned_update(W0, K1, V1, A)
+        >>> D2, A = aligned_update(W0 + D1, K2, V2, A)
+        >>> total = ote_update(W0, torch.cat([K1, K2], 1), torch.cat([V1, V2], 1), C0=C0)
+        >>> torch.allclose(D1 + D2, total)
+        True
     """
     _check_shapes(W, K, V, P, A_prev)
     KtP = _rp(K.T, P)                                          # [n, d_i]; O(d_i² n), not O(d_i³)
@@ -278,6 +315,19 @@ def naive_update(W: Tensor, K: Tensor, V: Tensor, *, P: Optional[Tensor] = None,
         W: ``W_{t−1}``; K, V: the latest batch; P, C0, lam: the objective.
     Returns:
         ``Δ_t`` ``[d_o, d_i]``.
+
+    Example (the first step is the OTE; the second forgets the first batch, so the sum misses the OTE)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> W0, K1, V1, K2, V2 = (torch.randn(*s, generator=g, dtype=torch.float64)
+        ...                       for s in [(3, 5), (5, 2), (3, 2), (5, 2), (3, 2)])
+        >>> C0 = torch.eye(5, dtype=torch.float64)
+        >>> D1 = naive_update(W0, K1, V1, C0=C0)
+        >>> D2 = naive_update(W0 + D1, K2, V2, C0=C0)
+        >>> torch.allclose(D1, ote_update(W0, K1, V1, C0=C0))
+        True
+        >>> torch.allclose(D1 + D2, ote_update(W0, torch.cat([K1, K2], 1), torch.cat([V1, V2], 1), C0=C0))
+        False
     """
     return ote_update(W, K, V, P=P, C0=C0, lam=lam)
 
@@ -388,9 +438,20 @@ def nullspace_projector(C0: Tensor, threshold: float = 2e-2, *, relative: bool =
     Arguments:
         C0: ``[d_i, d_i]``, symmetric positive semi-definite.
         threshold: eigenvalue cut-off.
-        relative: if true, the cut-off is ``threshold · λ_max``.
+        relative: if true, the cut-off is ``threshold`` times the largest eigenvalue.
     Returns:
         ``P`` ``[d_i, d_i]``, a symmetric idempotent matrix.
+
+    Example (a rank-2 covariance in 4 dimensions leaves a 2-dimensional null space)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> U = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64)).Q     # orthonormal
+        >>> C0 = U @ torch.diag(torch.tensor([5.0, 3.0, 0.0, 0.0], dtype=torch.float64)) @ U.T
+        >>> P = nullspace_projector(C0)                                     # [4, 4]
+        >>> round(float(torch.trace(P)))
+        2
+        >>> torch.allclose(P @ P, P), torch.allclose(C0 @ P, torch.zeros(4, 4, dtype=torch.float64), atol=1e-12)
+        (True, True)
     """
     if C0.ndim != 2 or C0.shape[0] != C0.shape[1]:
         raise EditError(f"C0 must be square [d_i, d_i], got shape {tuple(C0.shape)}")
@@ -416,6 +477,12 @@ def prune(D: Tensor, sigma_ref: float) -> Tensor:
         D: the edit ``[d_o, d_i]``; sigma_ref: ``σ_max`` of the unedited weights.
     Returns:
         The restrained edit, same shape.
+
+    Example (σ = 10 above σ_ref = 1 becomes 1 + ln 10; σ = 0.5 stays)::
+
+        >>> D = torch.diag(torch.tensor([10.0, 0.5], dtype=torch.float64))
+        >>> torch.linalg.svdvals(prune(D, sigma_ref=1.0))
+        tensor([3.3026, 0.5000], dtype=torch.float64)
     """
     U, s, Vh = torch.linalg.svd(D, full_matrices=False)
     big = s > sigma_ref
@@ -436,6 +503,13 @@ def rect(D: Tensor, W_ref: Tensor, keep: float = 0.2) -> Tensor:
         keep: fraction of entries kept, in (0, 1].
     Returns:
         The sparsified edit.
+
+    Example (relative changes 0.5, 0.25, 0.125, 0.0625: keeping half keeps the first row)::
+
+        >>> W = torch.tensor([[1.0, 2.0], [4.0, 8.0]])
+        >>> rect(torch.full((2, 2), 0.5), W, keep=0.5)
+        tensor([[0.5000, 0.5000],
+                [0.0000, 0.0000]])
     """
     if D.shape != W_ref.shape:
         raise EditError(f"RECT: edit shape {tuple(D.shape)} differs from weight shape {tuple(W_ref.shape)}")
@@ -613,6 +687,16 @@ def rls_step(W: Tensor, K: Tensor, V: Tensor, Q: Tensor) -> tuple[Tensor, Tensor
 
     Returns:
         ``(Δ_t, Q_t)``.
+
+    Example (the same step as :func:`aligned_update` with ``P = I``, and ``Q_t = A_t⁻¹``)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> W0, K, V = (torch.randn(*s, generator=g, dtype=torch.float64) for s in [(3, 5), (5, 2), (3, 2)])
+        >>> C0 = torch.eye(5, dtype=torch.float64)
+        >>> D_rls, Q = rls_step(W0, K, V, rls_init(5, C0=C0, lam=0.0))
+        >>> D_al, A = aligned_update(W0, K, V, system_matrix(None, C0=C0, d_i=5, like=W0))
+        >>> torch.allclose(D_rls, D_al), torch.allclose(Q @ A, torch.eye(5, dtype=torch.float64))
+        (True, True)
     """
     _check_shapes(W, K, V, None, Q)
     QK = Q @ K                                                 # [d_i, n]
@@ -657,6 +741,21 @@ class SequentialEditor:
     folded in (``rls`` keeps ``Q = A⁻¹`` instead), plus ``E`` only when a corrected
     post-processing operator is on; the memorize modes keep ``S = Σ Δτ``;
     ``conflict`` keeps the active keys and values.
+
+    Example (an aligned editor over three batches ends where the one-time edit of all of them does)::
+
+        >>> g = torch.Generator().manual_seed(0)
+        >>> W0 = torch.randn(3, 5, generator=g, dtype=torch.float64)             # [d_o, d_i]
+        >>> Ks = [torch.randn(5, 2, generator=g, dtype=torch.float64) for _ in range(3)]   # [d_i, n] each
+        >>> Vs = [torch.randn(3, 2, generator=g, dtype=torch.float64) for _ in range(3)]   # [d_o, n] each
+        >>> C0 = torch.eye(5, dtype=torch.float64)
+        >>> ed, W = SequentialEditor(5, "aligned", C0=C0), W0.clone()
+        >>> for K, V in zip(Ks, Vs):
+        ...     W = W + ed.step(K, V, W)
+        >>> torch.allclose(W - W0, ote_update(W0, torch.cat(Ks, 1), torch.cat(Vs, 1), C0=C0))
+        True
+        >>> ed.t, ed.state_shapes()
+        (3, {'A': (5, 5)})
     """
 
     def __init__(self, d_i: int, mode: str = "aligned", *, P: Optional[Tensor] = None,
@@ -836,3 +935,360 @@ class SequentialEditor:
     def __repr__(self) -> str:
         post = f", post={self.post!r}, correct={self.correct}" if self.post is not None else ""
         return f"SequentialEditor(d_i={self.d_i}, mode={self.mode!r}, lam={self.lam}{post}, t={self.t})"
+
+
+# --------------------------------------------------------------------------- the editor registry
+#
+# One table says what every named editor is: which SequentialEditor it builds for each session
+# mode, which post-processing operator it carries, its default options and the paper row it
+# reproduces. The engine (EditSession), the toy rules, the workbench, the command line, the
+# widgets and the demo all read it, so adding a regulariser is one operator plus one row
+# (:func:`register_editor`).
+
+PostOp = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class SessionMode:
+    """A session mode: what a user picks (``otelab edit --mode``, the workbench's dropdown).
+
+    Attributes:
+        name: the mode's name, e.g. ``"no-ec"``.
+        core: the :class:`SequentialEditor` mode (one of :data:`MODES`) it runs, unless an
+            editor's row maps it elsewhere (RLSEdit's ``aligned`` runs ``rls``).
+        correct: Algorithm 1's error correction for an editor with a post-processing operator
+            (the core applies it in its ``aligned`` mode only).
+        doc: one line, citing the paper.
+        refusal: the error for a method that does not accept the mode; format fields
+            ``{mode}``, ``{method}`` (repr), ``{methods}`` ("a, b and c": the methods that do)
+            and ``{quoted}`` ("'a' or 'b'").
+    """
+
+    name: str
+    core: str
+    correct: bool
+    doc: str
+    refusal: str = "mode {mode!r} is defined for {methods}, not {method}"
+
+
+SESSION_MODES: dict[str, SessionMode] = {m.name: m for m in (
+    SessionMode("aligned", "aligned", True,
+                "OTE-aligned: each step is the difference of two OTE optima (Lemma 3.1, Prop. 3.2, Remark A.1); "
+                "with a post-processing operator, Algorithm 1"),
+    SessionMode("naive", "naive", True, "a repeated one-time edit (the paper's ablation, Tables 2/5)"),
+    SessionMode("no-ec", "aligned", False,
+                "aligned, the operator applied to each step without Algorithm 1's error correction (Tables 2/5, 6)",
+                "mode 'no-ec' (no error correction) applies to {methods} only"),
+    SessionMode("memorize-nullspace", "memorize-nullspace", True,
+                "memorize-the-latest by the null-space shortcut (Eq. 3)",
+                "mode 'memorize-nullspace' is AlphaEdit's shortcut (Eq. 3): use method {quoted}"),
+    SessionMode("memorize-full", "memorize-full", True, "memorize-the-latest with the preserved term (Eq. 4)"),
+    SessionMode("conflict", "conflict", True, "a re-edited subject takes its latest target (Prop. 3.5, Eq. 30)"),
+)}
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """How one editor runs one session mode.
+
+    Attributes:
+        core: the :class:`SequentialEditor` mode; correct: Algorithm 1 on (see :class:`SessionMode`).
+        paper: the paper's table and row (or equation) this combination reproduces; "" if none.
+    """
+
+    core: str
+    correct: bool = True
+    paper: str = ""
+
+
+def mode_spec(mode: str, paper: str = "", *, core: Optional[str] = None) -> ModeSpec:
+    """The :class:`ModeSpec` of session mode ``mode`` with the mode's own core mode and correction.
+
+    Arguments:
+        mode: a key of :data:`SESSION_MODES`; paper: the row it reproduces.
+        core: another core mode (RLSEdit's ``aligned`` is ``rls``).
+    Returns:
+        The spec, for a row's ``modes``.
+    """
+    if mode not in SESSION_MODES:
+        raise EditError(f"unknown mode {mode!r}; expected one of {tuple(SESSION_MODES)}")
+    sm = SESSION_MODES[mode]
+    return ModeSpec(core or sm.core, sm.correct, paper)
+
+
+def preserve_cov(mode: str, C0_hat: Tensor, *, mu: float, **options) -> dict:
+    """Keep the preserved keys by their covariance: ``C0 = μ Ĉ0``, ``P = I``, ``λ = 0`` (MEMIT, Prop. 3.2).
+
+    Arguments:
+        mode: the session mode (unused here); C0_hat: per-token covariance ``[d_i, d_i]``.
+        mu: the C0 weight μ (the engine's ``cov_weight``); options: the rest, ignored.
+    Returns:
+        ``dict(P=..., C0=..., lam=...)``.
+    """
+    return dict(P=None, C0=mu * C0_hat, lam=0.0)
+
+
+def preserve_nullspace(mode: str, C0_hat: Tensor, *, mu: float, threshold: float, l2: float, **options) -> dict:
+    """AlphaEdit: ``P`` = the null-space projector of Ĉ0, no ``C0``, ``λ = l2`` (Eq. 2).
+
+    Memorize-the-latest by Eq. 4 needs the preserved covariance the projector stands for, so
+    ``memorize-full`` keeps ``C0 = μ Ĉ0`` as well (the term Eq. 3 drops).
+
+    Arguments:
+        mode: the session mode; C0_hat: ``[d_i, d_i]``; mu: the C0 weight μ;
+        threshold: :func:`nullspace_projector`'s; l2: AlphaEdit's Tikhonov weight λ.
+    Returns:
+        ``dict(P=..., C0=..., lam=...)``.
+    """
+    return dict(P=nullspace_projector(C0_hat, threshold), C0=mu * C0_hat if mode == "memorize-full" else None,
+                lam=l2)
+
+
+def preserve_rls(mode: str, C0_hat: Tensor, *, mu: float, rls_lam: float, **options) -> dict:
+    """RLSEdit: ``C0 = μ Ĉ0``, ``P = I``, Tikhonov ``λ = rls_lam`` (the objective of the module docstring).
+
+    Arguments:
+        mode: the session mode; C0_hat: ``[d_i, d_i]``; mu: μ; rls_lam: λ.
+    Returns:
+        ``dict(P=..., C0=..., lam=...)``.
+    """
+    return dict(P=None, C0=mu * C0_hat, lam=rls_lam)
+
+
+def _prune_op(W0: Tensor) -> PostOp:
+    return Prune.for_weights(W0)
+
+
+def _rect_op(W0: Tensor, rect_keep: float) -> PostOp:
+    return Rect(W0.clone(), rect_keep)     # a copy: the caller's W0 may be edited in place later
+
+
+def _frozen(d: Mapping) -> Mapping:
+    return MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True)
+class EditorSpec:
+    """One row of the registry: a named editor.
+
+    Attributes:
+        name: the method's name (``otelab edit --method``), e.g. ``"rect"``.
+        display: its display name in labels and dropdowns, e.g. ``"RECT"``.
+        modes: ``{session mode: ModeSpec}``, the modes it accepts (listed in
+            :data:`SESSION_MODES` order wherever they are shown).
+        preserve: ``preserve(mode, C0_hat, *, mu, threshold, l2, **options) -> dict(P, C0, lam)``:
+            how preserved knowledge enters the normal equation (:func:`preserve_cov`,
+            :func:`preserve_nullspace`, :func:`preserve_rls`).
+        post: ``post(W0, **options) -> op``, the post-processing operator ``op(Δ) -> Δ̂`` built
+            from the unedited weights ``W0`` ``[d_o, d_i]``, or None. Accepts modes whose core
+            mode is ``aligned`` or ``naive`` only.
+        options: the keyword options the editor reads and their defaults, named as
+            :class:`otelab.engine.session.EditSession`'s (``rect_keep``, ``rls_lam``).
+        doc: one line on what it is.
+    """
+
+    name: str
+    display: str
+    modes: Mapping[str, ModeSpec]
+    preserve: Callable[..., dict] = preserve_cov
+    post: Optional[Callable[..., PostOp]] = None
+    options: Mapping[str, float] = field(default_factory=dict)
+    doc: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "modes", _frozen(self.modes))
+        object.__setattr__(self, "options", _frozen(self.options))
+        bad = [m for m in self.modes if m not in SESSION_MODES]
+        if bad:
+            raise EditError(f"editor {self.name!r}: unknown session mode(s) {bad}; expected {tuple(SESSION_MODES)}")
+        for m, ms in self.modes.items():
+            if ms.core not in MODES:
+                raise EditError(f"editor {self.name!r}, mode {m!r}: unknown core mode {ms.core!r}")
+            if self.post is not None and ms.core not in ("aligned", "naive"):
+                raise EditError(f"editor {self.name!r}, mode {m!r}: post-processing runs in core modes "
+                                f"'aligned' and 'naive' only, not {ms.core!r}")
+
+
+def _ms(*modes: tuple[str, str], **core: str) -> dict[str, ModeSpec]:
+    """``{mode: mode_spec(mode, paper)}`` for ``(mode, paper)`` pairs; ``core`` maps a mode elsewhere."""
+    return {m: mode_spec(m, paper, core=core.get(m.replace("-", "_"))) for m, paper in modes}
+
+
+def post_modes(display: str) -> dict[str, ModeSpec]:
+    """The modes of a post-processing editor (PRUNE, RECT): ``aligned`` (Algorithm 1), ``naive``, ``no-ec``.
+
+    Arguments:
+        display: the editor's display name, for the rows of Tables 2/5 it would fill.
+    Returns:
+        ``{session mode: ModeSpec}`` for :class:`EditorSpec`'s ``modes``.
+    """
+    return _ms(("aligned", f"Tables 2/5: fully aligned {display} (Algorithm 1)"),
+               ("naive", f"Tables 2/5: not OTE-aligned (naive) {display}"),
+               ("no-ec", f"Tables 2/5: no error correction {display}"))
+
+EDITORS: dict[str, EditorSpec] = {e.name: e for e in (
+    EditorSpec("memit", "MEMIT", _ms(
+        ("aligned", "Tables 2/5, 7: fully aligned MEMIT (Remark A.1)"),
+        ("naive", "Tables 2/5, 7: not OTE-aligned (naive) MEMIT"),
+        ("memorize-full", "Eq. 4 with P = I"),
+        ("conflict", "Prop. 3.5 (Eq. 30)")),
+        doc="MEMIT: C0 = μ Ĉ0, P = I, λ = 0 (Prop. 3.2)"),
+    EditorSpec("alphaedit", "AlphaEdit", _ms(
+        ("aligned", "Tables 2/5, 7: fully aligned AlphaEdit (Eq. 2)"),
+        ("naive", "Tables 2/5, 7: not OTE-aligned (naive) AlphaEdit"),
+        ("memorize-nullspace", "Table 1: null-space simplified (Eq. 3)"),
+        ("memorize-full", "Table 1: full (Eq. 4)"),
+        ("conflict", "Prop. 3.5 (Eq. 30) with the projector")),
+        preserve=preserve_nullspace, doc="AlphaEdit: P = null-space projector of Ĉ0, no C0, λ = its L2 (Eq. 2)"),
+    EditorSpec("prune", "PRUNE", post_modes("PRUNE"), post=_prune_op,
+               doc="MEMIT + PRUNE (σ_max of the unedited W; :func:`prune`)"),
+    EditorSpec("rect", "RECT", post_modes("RECT"), post=_rect_op, options={"rect_keep": 0.2},
+               doc="MEMIT + RECT keeping the top 20 % relative changes (Table 6; :func:`rect`)"),
+    EditorSpec("rlsedit", "RLSEdit", _ms(
+        ("aligned", "RLSEdit's objective, by the Woodbury recursion"),
+        ("naive", "a repeated one-time edit of RLSEdit's objective"), aligned="rls"),
+        preserve=preserve_rls, options={"rls_lam": 1.0},
+        doc="RLSEdit: C0 = μ Ĉ0, Tikhonov λ = rls_lam, Woodbury recursion"),
+)}
+
+
+def register_editor(spec: EditorSpec, *, replace: bool = False) -> EditorSpec:
+    """Add a row to :data:`EDITORS`; every reader (engine, toy, workbench, CLI, demo) sees it at once.
+
+    Example (a regulariser that keeps each step's top singular direction)::
+
+        >>> def top1(W0):
+        ...     def op(D):
+        ...         U, s, Vh = torch.linalg.svd(D, full_matrices=False)
+        ...         return s[0] * torch.outer(U[:, 0], Vh[0])
+        ...     return op
+        >>> spec = register_editor(EditorSpec("top1", "Top-1", post_modes("Top-1"), post=top1))
+        >>> valid_modes("top1")
+        ['aligned', 'naive', 'no-ec']
+        >>> [m for m in methods() if "no-ec" in valid_modes(m)]
+        ['prune', 'rect', 'top1']
+        >>> unregister_editor("top1")
+
+    Arguments:
+        spec: the row; replace: allow replacing a row of the same name.
+    Returns:
+        ``spec``.
+    Raises:
+        EditError: the name is taken (and not ``replace``) or is not a plain lower-case name.
+    """
+    if not spec.name or spec.name != spec.name.lower() or not all(c.isalnum() or c in "-_" for c in spec.name):
+        raise EditError(f"editor name {spec.name!r}: use lower-case letters, digits, '-' and '_'")
+    if spec.name in EDITORS and not replace:
+        raise EditError(f"editor {spec.name!r} is already registered (pass replace=True to replace it)")
+    EDITORS[spec.name] = spec
+    return spec
+
+
+def unregister_editor(name: str) -> None:
+    """Remove a row added by :func:`register_editor` (a missing name is an error)."""
+    if name not in EDITORS:
+        raise EditError(f"no editor {name!r} is registered")
+    del EDITORS[name]
+
+
+def methods() -> tuple[str, ...]:
+    """The registered method names, in registration order (the built-ins first)."""
+    return tuple(EDITORS)
+
+
+def _words(names: Sequence[str], quoted: bool = False) -> str:
+    """``"a, b and c"`` (``"'a', 'b' or 'c'"`` when ``quoted``)."""
+    names = [repr(n) if quoted else n for n in names]
+    last = " or " if quoted else " and "
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + last + names[-1]
+
+
+def check_editor(method: str, mode: str) -> EditorSpec:
+    """The row of ``method`` if it accepts session mode ``mode``; raise :class:`EditError` naming why not.
+
+    Cheap (no tensors): callers check names before loading anything.
+    """
+    if method not in EDITORS:
+        raise EditError(f"unknown method {method!r}; expected one of {methods()}")
+    if mode not in SESSION_MODES:
+        raise EditError(f"unknown mode {mode!r}; expected one of {tuple(SESSION_MODES)}")
+    spec = EDITORS[method]
+    if mode not in spec.modes:
+        takers = [m for m, e in EDITORS.items() if mode in e.modes]
+        raise EditError(SESSION_MODES[mode].refusal.format(mode=mode, method=repr(method),
+                                                           methods=_words(takers) if takers else "no method",
+                                                           quoted=_words(takers, True) if takers else "none"))
+    return spec
+
+
+def valid_modes(method: str) -> list[str]:
+    """The session modes ``method`` accepts, in :data:`SESSION_MODES` order ([] for an unknown method)."""
+    spec = EDITORS.get(method)
+    return [m for m in SESSION_MODES if spec is not None and m in spec.modes]
+
+
+def display_name(method: str) -> str:
+    """``"MEMIT"`` for ``"memit"``; an unregistered name is returned as it is."""
+    return EDITORS[method].display if method in EDITORS else method
+
+
+def editor_kwargs(method: str, mode: str, C0_hat: Tensor, W0: Tensor, *, mu: float, threshold: float = 2e-2,
+                  l2: float = 0.0, **options) -> dict:
+    """The :class:`SequentialEditor` keyword arguments of ``method`` × session ``mode`` for one layer.
+
+    Arguments:
+        method, mode: a row of :data:`EDITORS` and one of its session modes.
+        C0_hat: per-token covariance of the preserved keys ``[d_i, d_i]``.
+        W0: the unedited weights ``[d_o, d_i]`` (PRUNE's σ_max, RECT's reference).
+        mu: the C0 weight μ (``C0 = μ Ĉ0``); threshold, l2: AlphaEdit's projector threshold and
+            Tikhonov weight λ.
+        options: editor options (``rect_keep``, ``rls_lam``, ...); those the row does not read are
+            ignored (the engine passes all of its options to every method), missing ones take the
+            row's defaults.
+    Returns:
+        ``dict(P=..., C0=..., lam=..., post=..., correct=..., mode=...)``.
+    Raises:
+        EditError: an unknown method, mode or combination.
+    """
+    spec = check_editor(method, mode)
+    opts = {k: options.get(k, v) for k, v in spec.options.items()}
+    cfg = spec.preserve(mode, C0_hat, mu=mu, threshold=threshold, l2=l2, **opts)
+    ms = spec.modes[mode]
+    cfg.update(post=spec.post(W0, **opts) if spec.post is not None else None, correct=ms.correct, mode=ms.core)
+    return cfg
+
+
+class _Column(abc.Mapping):
+    """A live read-only view ``method -> getattr(row, field)`` of :data:`EDITORS`."""
+
+    def __init__(self, field: str):
+        self._field = field
+
+    def __getitem__(self, method: str):
+        return getattr(EDITORS[method], self._field)
+
+    def __iter__(self):
+        return iter(EDITORS)
+
+    def __len__(self) -> int:
+        return len(EDITORS)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class _Names(abc.Sequence):
+    """A live read-only view of the registered method names (a tuple that sees later rows)."""
+
+    def __getitem__(self, i):
+        return methods()[i]
+
+    def __len__(self) -> int:
+        return len(EDITORS)
+
+    def __repr__(self) -> str:
+        return repr(methods())
+
+
+METHODS_VIEW: Sequence[str] = _Names()          # the engine's METHODS
+DISPLAY_NAMES: Mapping[str, str] = _Column("display")   # the workbench's METHOD_NAMES

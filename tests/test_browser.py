@@ -4,9 +4,9 @@ Runs every cell of notebook 06 at CI size (a copy without outputs, in a temporar
 touches the repository), waits for the workbench widget to render, and checks in the DOM:
 no two subplot titles overlap; a double click on Step runs one step (the edit-metrics plot
 gains one point per curve); Enter in the probe box generates; a named paper pair asks before
-discarding the steps (and discards nothing before the answer). Screenshots go to ``artifacts/``
-at the repository root. (Completing the rebuild, the replay step and the scrubber drag are in
-``docs/wip/``: the rebuild did not report back in the browser within 10 min; see there.)
+discarding the steps and then rebuilds both sessions, session A solid and B dashed; one step
+of the replay-mode workbench (banked values); the scrubber's slider cuts the recorded runs'
+curves. Screenshots go to ``artifacts/`` at the repository root.
 
 Skipped when chromium or playwright is missing, except under CI (``$CI`` set), where
 that is a failure.
@@ -39,7 +39,10 @@ RUN_ALL_S = 2400         # every cell of notebook 06 at CI size (two workbenches
 STEP_S = 600             # one more step of both sessions, clicked in the page
 EDIT_POINTS = ".scatterlayer .trace .points path"
 WORKBENCH = ".otelab-workbench:not(.otelab-replay)"   # CSS classes the widgets carry (otelab.views.widgets)
+REPLAY = ".otelab-replay"
+SCRUBBER = ".otelab-scrubber"
 RECT_PAIR = "Algorithm 1: RECT with vs without error correction"   # otelab.views.widgets.PAIRS
+RECT_A, RECT_B = "RECT aligned", "RECT no-ec"                        # otelab.workbench.bench.track_label
 
 
 def _missing() -> str | None:
@@ -208,10 +211,32 @@ def _overlapping_titles(page, widget: str) -> list:
     }""", widget)
 
 
+def _dashes(page, widget: str) -> dict:
+    """{trace name: line dash} of a widget's first plot (the edit-metrics panel)."""
+    return page.evaluate("""(widget) => {
+        const gd = document.querySelector(`.jp-OutputArea ${widget} .js-plotly-plot`);
+        return Object.fromEntries(gd._fullData.map(t => [t.name, t.line ? t.line.dash : null]));
+    }""", widget)
+
+
 def _message(page, widget: str) -> str:
     """The text of the workbench's message line (the widget-html that says what happened last)."""
     return page.evaluate("""(widget) => [...document.querySelectorAll(`.jp-OutputArea ${widget} .widget-html`)]
         .map(e => e.textContent).join(' | ')""", widget)
+
+
+def _drag_scrubber(page, to: float) -> str:
+    """Drag the scrubber's slider handle to the fraction ``to`` of its track; returns the readout (edits)."""
+    track = page.locator(f".jp-OutputArea {SCRUBBER} .noUi-target").first
+    handle = page.locator(f".jp-OutputArea {SCRUBBER} .noUi-handle").first
+    track.scroll_into_view_if_needed()
+    box, hb = track.bounding_box(), handle.bounding_box()
+    y = hb["y"] + hb["height"] / 2
+    page.mouse.move(hb["x"] + hb["width"] / 2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + to * box["width"], y, steps=12)
+    page.mouse.up()
+    return page.locator(f".jp-OutputArea {SCRUBBER} .widget-readout").first.inner_text().strip()
 
 
 def test_notebook_06_workbench_steps_in_a_real_browser(browser_ready, tmp_path):
@@ -283,16 +308,49 @@ def test_notebook_06_workbench_steps_in_a_real_browser(browser_ready, tmp_path):
                 page.wait_for_function("(w) => [...document.querySelectorAll(`.jp-OutputArea ${w} .widget-html`)]"
                                        ".some(e => e.textContent.includes('generated') )", arg=WORKBENCH, timeout=120_000)
                 assert "Eiffel Tower stands" in _message(page, WORKBENCH)
-                # a named pair asks before discarding the steps
+                # a named pair asks before discarding the steps; Rebuild sets both sessions at once
                 pair = page.locator(f".jp-OutputArea {WORKBENCH} .widget-dropdown", has_text="paper pair").locator("select")
                 pair.select_option(label=RECT_PAIR)
                 confirm = page.locator(f".jp-OutputArea {WORKBENCH} .widget-button", has_text=re.compile(r"^\s*Rebuild\s*$"))
                 confirm.wait_for(state="visible", timeout=60_000)
                 assert "discards 2 steps" in _message(page, WORKBENCH)
                 assert _plot_points(page, WORKBENCH) == after   # nothing discarded before the answer
+                confirm.click()
+                page.wait_for_function("(w) => [...document.querySelectorAll(`.jp-OutputArea ${w} .widget-html`)]"
+                                       ".some(e => e.textContent.includes('rebuilt'))", arg=WORKBENCH, timeout=STEP_S * 1000)
+                page.wait_for_function("([w, n]) => { const p = document.querySelectorAll(`.jp-OutputArea ${w} .js-plotly-plot`);"
+                                       " return p.length && p[0].querySelectorAll('" + EDIT_POINTS + "').length < n; }",
+                                       arg=[WORKBENCH, after], timeout=60_000)
+                # A solid, B dashed: the line style follows the session, whatever the editors' names
+                dashes = _dashes(page, WORKBENCH)
+                a = {d for n, d in dashes.items() if n.endswith(" · " + RECT_A)}
+                b = {d for n, d in dashes.items() if n.endswith(" · " + RECT_B)}
+                assert a == {"solid"} and b == {"dash"}, dashes
+                assert not _overlapping_titles(page, WORKBENCH)
                 page.screenshot(path=str(artifacts / "browser_pair.png"))
-                print(f"\nrun all {run_all_s:.0f} s, browser double-click step {step_s:.0f} s, "
-                      f"total {time.monotonic() - t_start:.0f} s; points {before} -> {after}")
+                # replay mode: one more banked step (the notebook made the first)
+                r_before, r_after, replay_s = _click_step(page, REPLAY, "step 2 done")
+                assert r_after - r_before == 10, (r_before, r_after)
+                page.locator(f".jp-OutputArea {REPLAY} .js-plotly-plot").first.scroll_into_view_if_needed()
+                page.screenshot(path=str(artifacts / "browser_replay.png"))
+                # the scrubber: drag the slider near the start; its curves are cut there (fewer points)
+                page.wait_for_selector(f".jp-OutputArea {SCRUBBER} .js-plotly-plot", timeout=60_000)
+                s_before = _plot_points(page, SCRUBBER)
+                readout = page.locator(f".jp-OutputArea {SCRUBBER} .widget-readout").first.inner_text().strip()
+                moved = _drag_scrubber(page, 0.12)
+                page.wait_for_function(
+                    """([w, sel, n]) => { const p = document.querySelectorAll(`.jp-OutputArea ${w} .js-plotly-plot`);
+                       return p.length && p[0].querySelectorAll(sel).length < n; }""",
+                    arg=[SCRUBBER, EDIT_POINTS, s_before], timeout=60_000, polling=500)
+                s_after = _plot_points(page, SCRUBBER)
+                assert int(moved) < int(readout), (readout, moved)
+                page.wait_for_function("([w, t]) => [...document.querySelectorAll(`.jp-OutputArea ${w} .widget-html`)]"
+                                       ".some(e => e.textContent.includes(t))",
+                                       arg=[SCRUBBER, f"after {moved} edits"], timeout=60_000)
+                page.screenshot(path=str(artifacts / "browser_scrubber.png"))
+                print(f"\nrun all {run_all_s:.0f} s, browser step {step_s:.0f} s, replay step {replay_s:.0f} s, "
+                      f"total {time.monotonic() - t_start:.0f} s; points {before} -> {after}, replay {r_before} -> "
+                      f"{r_after}; scrubber {readout} -> {moved} edits, points {s_before} -> {s_after}")
             finally:
                 ctx.close()
     finally:

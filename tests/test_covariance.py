@@ -13,7 +13,7 @@ import torch
 from otelab.data.corpus import Corpus, get_corpus, json_corpus, text_file_corpus, wiki_corpus
 from otelab.engine.covariance import (CovarianceCacheWarning, _request, cache_path, compute_covariance,
                                get_covariance)
-from otelab.models.loading import ARCHES, tiny_model
+from otelab.models.loading import ARCHES
 
 # Written for these tests: varied sentence lengths, so documents end at different
 # token counts and the right-padding inside a batch is uneven.
@@ -32,8 +32,8 @@ def _paragraphs(n: int, seed: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def models():
-    return {arch: tiny_model(arch, seed=0) for arch in ARCHES}
+def models(make_tiny):
+    return {arch: make_tiny(arch, seed=0) for arch in ARCHES}
 
 
 @pytest.fixture()
@@ -153,8 +153,8 @@ def test_result_is_symmetric_psd_mean(models, corpus):
     assert 0.5 < c2.trace() / c.trace() < 2
 
 
-def test_model_mode_restored(corpus):
-    loaded = tiny_model("gpt2", seed=3)
+def test_model_mode_restored(corpus, make_tiny):
+    loaded = make_tiny("gpt2", seed=3)
     loaded.model.train()  # dropout on: must be switched off during C0 and restored after
     a = compute_covariance(loaded, [1], corpus, 200, max_len=16, progress=False)[1]
     b = compute_covariance(loaded, [1], corpus, 200, max_len=16, progress=False)[1]
@@ -339,18 +339,17 @@ def test_get_corpus(tmp_path):
         get_corpus("no-such-corpus")
 
 
-def _shared_wiki() -> Path:
-    root = os.environ.get("OTELAB_DATA_DIR")
-    if not root:
-        pytest.skip("OTELAB_DATA_DIR is not set (CI points it at ../shared/data)")
-    path = Path(root) / "corpus" / "wikipedia_vital_summaries_en.json"
+@pytest.fixture
+def shared_wiki(data_dir, monkeypatch) -> Path:
+    path = data_dir / "corpus" / "wikipedia_vital_summaries_en.json"
     if not path.is_file():
         pytest.skip(f"{path} is missing")
+    monkeypatch.setenv("OTELAB_DATA_DIR", str(data_dir))   # wiki_corpus() reads it
     return path
 
 
-def test_shared_wiki_file_by_path(monkeypatch):
-    path = _shared_wiki()
+def test_shared_wiki_file_by_path(shared_wiki, monkeypatch):
+    path = shared_wiki
     corpus = json_corpus(path)
     docs = list(corpus.texts())
     assert len(docs) == 10_033
@@ -368,10 +367,10 @@ def test_shared_wiki_file_by_path(monkeypatch):
 
 
 @pytest.mark.slow
-def test_smollm2_covariance_on_wiki(tmp_path):
+def test_smollm2_covariance_on_wiki(tmp_path, shared_wiki):
     from otelab.models.loading import load_model
 
-    path = _shared_wiki()
+    path = shared_wiki
     loaded = load_model("smollm2-135m", device="cpu")
     layers = [3, 4, 5, 6, 7]
     cov = get_covariance(loaded, layers, corpus=json_corpus(path, name="wiki"), n_tokens=2000,

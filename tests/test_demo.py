@@ -18,10 +18,10 @@ TEXTS = ["The river flows through the old town and past the mill before it reach
 
 @pytest.fixture
 def offline_texts(monkeypatch):
-    """Held-out texts without any download (the demo reads them through otelab.cli.eval)."""
-    import otelab.cli.eval
+    """Held-out texts without any download (the demo reads them through otelab.data.texts)."""
+    import otelab.data.texts
 
-    monkeypatch.setattr(otelab.cli.eval, "held_out_texts", lambda n, min_chars=200: TEXTS[:n])
+    monkeypatch.setattr(otelab.data.texts, "held_out_texts", lambda n, min_chars=200: TEXTS[:n])
 
 
 @pytest.fixture

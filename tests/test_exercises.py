@@ -24,7 +24,7 @@ def test_aligned_step_checker():
     assert not res and res.step == 1 and res.max_rel_error > 1e-3
 
     def forgot_gram(W, K, V, A, P):          # (C0 + K Kᵀ) P + λ I with the latest batch only
-        C0 = ex._world(11).C0w
+        C0 = ex.exercise_world(11).C0w
         return ote.naive_update(W, K, V, P=P, C0=C0, lam=0.1), ote.system_matrix(K, P=P, C0=C0, lam=0.1)
     res = ex.check_aligned_step(forgot_gram)
     assert not res and res.step == 2 and "accumulated Gram matrix" in res.message

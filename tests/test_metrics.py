@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from otelab.eval import batching as B
 from otelab.eval import drift as D
 from otelab.eval import metrics as M
 from otelab.eval.report import Report, evaluate
@@ -58,7 +59,7 @@ def ids_of(tok, word):
 
 def naive_logprob(model, tok, prompt, target):
     """Mean token log-prob from one unpadded forward, no masks, no position ids."""
-    p = M._lead_ids(tok) + tok(prompt, add_special_tokens=False)["input_ids"]
+    p = B.lead_ids(tok) + tok(prompt, add_special_tokens=False)["input_ids"]
     t = ids_of(tok, target)
     ids = torch.tensor([p + t])
     with torch.no_grad():
@@ -131,15 +132,15 @@ def test_batched_target_logprobs_equal_unbatched(request, side, arch):
 
 @pytest.mark.parametrize("arch", ["gpt2", "gptj", "llama", "qwen2"])
 def test_head_only_at_needed_positions_equals_full_forward(arch, monkeypatch):
-    # scoring applies the output layer to the target positions only (_split_head);
+    # scoring applies the output layer to the target positions only (split_head);
     # every preset architecture must take that path and give the full forward's numbers
     from otelab.models.loading import tiny_model
 
     lm = tiny_model(arch, seed=2)
-    assert M._split_head(lm.model) is not None
+    assert B.split_head(lm.model) is not None
     targets = ["Paris", "the city of Rome", "German", "a river", "Paris", "x"]
     fast = M.teacher_forced(lm.model, lm.tokenizer, PROMPTS[:6], targets, batch_size=4)
-    monkeypatch.setattr(M, "_split_head", lambda model: None)
+    monkeypatch.setattr(B, "split_head", lambda model: None)
     full = M.teacher_forced(lm.model, lm.tokenizer, PROMPTS[:6], targets, batch_size=4)
     for a, b in zip(fast, full):
         assert a.target_ids == b.target_ids
@@ -286,7 +287,7 @@ def test_perplexity_equals_direct_computation(tiny):
     nll, n = 0.0, 0
     with torch.no_grad():
         for t in TEXTS:
-            ids = torch.tensor([M._lead_ids(tok) + tok(t, add_special_tokens=False)["input_ids"]])
+            ids = torch.tensor([B.lead_ids(tok) + tok(t, add_special_tokens=False)["input_ids"]])
             lp = torch.log_softmax(m(input_ids=ids).logits[0, :-1].float(), -1)
             nll -= float(lp.gather(1, ids[0, 1:, None]).sum())
             n += ids.shape[1] - 1

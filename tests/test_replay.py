@@ -1,28 +1,20 @@
 """The layer-by-layer key pass (otelab.engine.replay) against a fresh forward per layer."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from otelab.engine.session import EditSession
 from otelab.engine.keys import compute_keys, context_templates, subject_hidden
-from otelab.models.loading import tiny_model
 from otelab.engine.replay import LayerwiseKeys
 from otelab.data.requests import EditRequest
 from otelab.engine.values import ValueResult
+from otelab.models.loading import tiny_model
+
+from conftest import REQUESTS, _eye_cov
 
 ARCHES = ["llama", "gpt2", "gptj", "qwen2"]
-REQS = [EditRequest("{} lives in the city of", "Alice Smith", "Paris"),
-        EditRequest("The capital of {} is", "Norway", "Rome"),
-        EditRequest("{} plays", "Bob", "chess"),
-        EditRequest("People in {} speak", "the land of Oz", "French"),
-        EditRequest("{}'s favourite food is", "Carol", "pizza")]
-
-
-def eye_cov(lm):
-    return {l: torch.eye(lm.adapter.get_W(lm.model, l).shape[1]) for l in lm.layers}
+REQS = list(REQUESTS)
 
 
 def values_for(lm, reqs, seed=0):
@@ -41,7 +33,7 @@ def deltas(lm, s):
 
 def run(arch, keys, batches, mode="aligned", **lk):
     lm = tiny_model(arch)
-    s = EditSession(lm, "memit", mode, cov=eye_cov(lm), keys=keys, progress=False)
+    s = EditSession(lm, "memit", mode, cov=_eye_cov(lm), keys=keys, progress=False)
     if lk:
         s._lk = LayerwiseKeys(lm, context_templates(lm), lm.layers, max(lm.layers), **lk)
     for b in batches:
@@ -64,9 +56,9 @@ def test_layerwise_step_equals_a_forward_per_layer(arch, mode):
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_keys_match_compute_keys_on_the_unedited_model(arch):
+def test_keys_match_compute_keys_on_the_unedited_model(arch, make_tiny):
     """Before any update, the first layer's keys are exactly compute_keys' (prefix sharing and packing are exact)."""
-    lm = tiny_model(arch)
+    lm = make_tiny(arch)
     templates = context_templates(lm)
     lk = LayerwiseKeys(lm, templates, lm.layers, max(lm.layers), pack_tokens=8)
     seen = {}
@@ -96,17 +88,17 @@ def test_chunks_and_cached_lower_states_give_the_same_step():
         assert float((d - before[l]).norm() / before[l].norm()) < 1e-6
 
 
-def test_cache_is_bounded():
-    lm = tiny_model("llama")
+def test_cache_is_bounded(tiny_llama, eye_cov):
+    lm = tiny_llama
     s = EditSession(lm, "memit", "aligned", cov=eye_cov(lm), progress=False)
     s._lk = LayerwiseKeys(lm, context_templates(lm), lm.layers, max(lm.layers), cache_prompts=4)
     s.step(REQS, values=values_for(lm, REQS))
     assert len(s._lk._below) == 4
 
 
-def test_row_whose_tokens_merge_with_the_prefix_runs_whole():
+def test_row_whose_tokens_merge_with_the_prefix_runs_whole(tiny_llama):
     """A template whose prefix the tokeniser merges with the prompt falls back to a full row, same keys."""
-    lm = tiny_model("llama")
+    lm = tiny_llama
     templates = ["{}", "T{}", "Context. {}"]   # "T" + "he cat" tokenises as "The", " cat": no shared "T"
     reqs = [EditRequest("{} sat on the mat", "he cat", "rug")] + REQS[:2]
     lk = LayerwiseKeys(lm, templates, lm.layers, max(lm.layers))
@@ -122,14 +114,14 @@ def test_row_whose_tokens_merge_with_the_prefix_runs_whole():
     assert torch.allclose(seen[lm.layers[0]], compute_keys(lm, reqs, lm.layers[0], templates), atol=1e-5, rtol=1e-4)
 
 
-def test_templates_must_include_the_plain_prompt():
-    lm = tiny_model("llama")
+def test_templates_must_include_the_plain_prompt(tiny_llama):
+    lm = tiny_llama
     with pytest.raises(ValueError, match="plain prompt"):
         LayerwiseKeys(lm, ["Context. {}"], lm.layers, max(lm.layers))
 
 
-def test_unknown_key_mode_is_rejected():
-    lm = tiny_model("llama")
+def test_unknown_key_mode_is_rejected(tiny_llama, eye_cov):
+    lm = tiny_llama
     with pytest.raises(ValueError, match="keys must be"):
         EditSession(lm, "memit", "aligned", cov=eye_cov(lm), keys="fast", progress=False)
 

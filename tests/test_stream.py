@@ -168,7 +168,7 @@ def test_paper_stream_cli_runs_and_resumes(tmp_path, monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    import otelab.cli.eval
+    import otelab.data.texts
     import otelab.engine.covariance
     import otelab.data.loaders
     import otelab.models.loading
@@ -180,7 +180,7 @@ def test_paper_stream_cli_runs_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(otelab.models.loading, "load_model", lambda name=None: fresh())
     monkeypatch.setattr(otelab.data.loaders, "load_counterfact", lambda: records() + records()[:2])
     monkeypatch.setattr(otelab.data.loaders, "load_glue", lambda t: load_probes("rte" if t == "nli" else t, 5))
-    monkeypatch.setattr(otelab.cli.eval, "held_out_texts", lambda n: ["The river flows into the sea."] * n)
+    monkeypatch.setattr(otelab.data.texts, "held_out_texts", lambda n: ["The river flows into the sea."] * n)
     monkeypatch.setattr(otelab.engine.covariance, "get_covariance", lambda lm, layers, **kw: cov(lm))
     out = tmp_path / "run.json"
     argv = ["--n", "4", "--batch", "2", "--checkpoint-every", "1", "--values", "unedited", "--glue-n", "2",
@@ -258,7 +258,7 @@ def test_paper_stream_runs_share_one_process_and_skip_finished(tmp_path, monkeyp
     import importlib.util
     from pathlib import Path
 
-    import otelab.cli.eval
+    import otelab.data.texts
     import otelab.engine.covariance
     import otelab.data.loaders
     import otelab.models.loading
@@ -269,7 +269,7 @@ def test_paper_stream_runs_share_one_process_and_skip_finished(tmp_path, monkeyp
     spec.loader.exec_module(ps)
     monkeypatch.setattr(otelab.models.loading, "load_model", lambda name=None: fresh())
     monkeypatch.setattr(otelab.data.loaders, "load_counterfact", lambda: records() + records()[:2])
-    monkeypatch.setattr(otelab.cli.eval, "held_out_texts", lambda n: ["The river flows into the sea."] * n)
+    monkeypatch.setattr(otelab.data.texts, "held_out_texts", lambda n: ["The river flows into the sea."] * n)
     monkeypatch.setattr(otelab.engine.covariance, "get_covariance", lambda lm, layers, **kw: cov(lm))
     common = ["--n", "4", "--batch", "2", "--checkpoint-every", "1", "--values", "unedited", "--glue-n", "0",
               "--texts", "2", "--latent-n", "2", "--sample-per-batch", "1"]

@@ -184,7 +184,8 @@ def test_the_shipped_factbank_values_match_smollm2_spec_and_the_factbank():
     from otelab.demo.run import DemoConfig
     from safetensors import safe_open
 
-    from otelab.engine.valuebank import FACTBANK_VALUES, _digest, _tensors_sha256, request_fields
+    from otelab.engine.bankfiles import tensors_sha256 as _tensors_sha256
+    from otelab.engine.valuebank import FACTBANK_VALUES, _digest, request_fields
     with safe_open(str(FACTBANK_VALUES), framework="pt") as f:
         meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     spec, keys = json.loads(meta["otelab_spec"]), json.loads(meta["keys"])

@@ -5,14 +5,13 @@ import torch
 from otelab.engine import values as V
 from otelab.data.loaders import load_factbank, sample_records
 from otelab.engine.keys import context_templates
-from otelab.models.loading import tiny_model
 
 REQS = [r.request() for r in load_factbank(n=8)]
 
 
 @pytest.fixture(scope="module")
-def lm():
-    m = tiny_model("llama")
+def lm(make_tiny):
+    m = make_tiny("llama")
     m.preset = m.preset.replace(v_steps=8)
     return m
 

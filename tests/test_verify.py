@@ -47,12 +47,12 @@ def test_references_do_not_use_the_core(monkeypatch):
     import torch
 
     from otelab import ote
-    w = verify._world(0, True)
+    w = verify.problem_world(0, True)
     K, V, _ = w.batches[0]
-    before = verify._ote_ref(w, K, V, P=w.P, lam=0.1)
+    before = verify.ote_ref(w, K, V, P=w.P, lam=0.1)
     monkeypatch.setattr(ote, "solve_normal", lambda B, A, **kw: torch.zeros_like(B))
     monkeypatch.setattr(ote, "system_matrix", lambda *a, **kw: None)
-    assert np.array_equal(verify._ote_ref(w, K, V, P=w.P, lam=0.1), before)
+    assert np.array_equal(verify.ote_ref(w, K, V, P=w.P, lam=0.1), before)
 
 
 def test_prune_and_rect_references_follow_their_definitions():

@@ -43,7 +43,7 @@ def positive_int(text: str) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="preset name, HF id or local path (default: smollm2-135m or $OTELAB_MODEL)")
-    p.add_argument("--method", default="memit", choices=METHODS)
+    p.add_argument("--method", default="memit", choices=METHODS)     # live: a registered row is a choice
     p.add_argument("--mode", default="aligned", choices=SESSION_MODES)
     p.add_argument("--requests", default=None,
                    help="JSON/JSONL file of requests or CounterFact records (default: the built-in fact bank)")
@@ -74,7 +74,9 @@ def read_records(path: str | None, n: int | None) -> list:
     Raises:
         DataError: naming the file, the line and the field at fault.
     """
-    from otelab.data.loaders import DataError, load_counterfact, load_factbank, read_records as read_file
+    from otelab.data.files import read_records as read_file
+    from otelab.data.loaders import load_counterfact, load_factbank
+    from otelab.data.records import DataError
     from otelab.data.requests import EditRequest, RequestError
 
     if path is None:
@@ -114,7 +116,7 @@ def _remove_old_steps(folder: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``otelab edit``; one line on stderr and exit 2 for bad input."""
-    from otelab.data.loaders import DataError
+    from otelab.data.records import DataError
     from otelab.data.requests import RequestError
     from otelab.engine.store import SessionError
 
@@ -138,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     records = read_records(args.requests, args.n)
 
     from otelab.models.loading import load_model
-    from otelab.cli.tables import format_table
+    from otelab.views.text_table import format_table
 
     loaded = load_model(args.model)
     for r in records:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from otelab.cli.edit import count_or_all
+from otelab.data.texts import held_out_texts  # its old home; importers may still take it from here
 
 DATA_CHOICES = ("factbank", "counterfact", "zsre")
 GLUE_DEFAULT = ("sst2", "mrpc", "cola", "rte", "mmlu")
@@ -35,40 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="held-out texts for perplexity / top-1 agreement (0 to skip; default 32)")
     parser.add_argument("--batch", type=int, default=32, help="sequences per forward pass (default 32)")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON to OUT")
-
-
-def held_out_texts(n: int, min_chars: int = 200) -> list[str]:
-    """``n`` held-out paragraphs for perplexity and top-1 agreement.
-
-    WikiText-2 test paragraphs (headings dropped) when
-    ``$OTELAB_DATA_DIR/corpus/wikitext2_test.txt`` exists; otherwise the *last*
-    documents of the default Wikipedia corpus (covariances stream it from the start).
-
-    Arguments:
-        n: how many texts.
-        min_chars: skip shorter paragraphs.
-
-    Returns:
-        Up to ``n`` strings, always the same ones.
-    """
-    import os
-    from pathlib import Path
-
-    from otelab.data.corpus import text_file_corpus, wiki_corpus
-
-    root = os.environ.get("OTELAB_DATA_DIR")
-    wt = Path(root) / "corpus" / "wikitext2_test.txt" if root else None
-    if wt is not None and wt.is_file():
-        docs = (d for d in text_file_corpus(wt).texts() if not d.startswith("="))
-        out = []
-        for d in docs:
-            if len(d) >= min_chars:
-                out.append(d)
-                if len(out) == n:
-                    break
-        return out
-    docs = [d for d in wiki_corpus().texts() if len(d) >= min_chars]
-    return docs[-n:] if n else []
 
 
 def _load_records(spec: str, n: int):

@@ -1,4 +1,4 @@
-"""The ``otelab`` command line.
+"""The ``otelab`` command line: one parser whose sub-commands are imported from the modules that own them.
 
 Each sub-command lives in the module that owns its logic; this file only wires
 them up, importing a module when its command runs so that ``otelab verify``

@@ -76,7 +76,7 @@ def read_selection(args: argparse.Namespace, required: bool) -> list | None:
     elif args.data == "factbank":
         records = load_factbank()
     else:
-        from otelab.data.loaders import ENV_VAR
+        from otelab.data.files import ENV_VAR
         import os
         if args.path is None and not os.environ.get(ENV_VAR):
             raise _Usage(f"--data counterfact needs ${ENV_VAR} (or --path FILE); without it otelab would "
@@ -105,8 +105,9 @@ def _bank(args, requests):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from otelab.cli.tables import format_table
-    from otelab.engine.valuebank import ValueBank, list_banks
+    from otelab.views.text_table import format_table
+    from otelab.engine.bankfiles import list_banks
+    from otelab.engine.valuebank import ValueBank
 
     if args.action == "status" and read_selection(args, required=False) is None:
         from otelab.cache import cache_dir
@@ -164,9 +165,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from otelab.data.loaders import DataError
+    from otelab.data.records import DataError
     from otelab.data.requests import RequestError
-    from otelab.engine.valuebank import ValueBankError
+    from otelab.engine.bankfiles import ValueBankError
 
     try:
         return _run(args)

@@ -287,7 +287,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
 
 def format_summary(metrics: dict) -> str:
     """The printed summary: final metrics per run, then one line per pair."""
-    from otelab.cli.tables import format_table
+    from otelab.views.text_table import format_table
 
     cols = ["run", "efficacy_all", "paraphrase_all", "specificity", "ppl", "top1_agreement",
             "latent_drift_unrelated", "glue_mean", "delta_norm", "edit_s_per_step"]

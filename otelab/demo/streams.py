@@ -32,7 +32,7 @@ def load_demo_data(cfg: DemoConfig):
     if cfg.data == "factbank":
         data = load_data(sizes)
     else:  # the same layout as the workbench's, from CounterFact
-        from otelab.cli.eval import held_out_texts
+        from otelab.data.texts import held_out_texts
         from otelab.data.loaders import load_counterfact, load_glue
 
         n_edit = min(cfg.latent_n // 2, cfg.n_records)

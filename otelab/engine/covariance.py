@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import torch
 
 from otelab.config import CI_COV_TOKENS, ci_size
+from otelab.models.tokens import pad_batch
 
 if TYPE_CHECKING:
     from otelab.data.corpus import Corpus
@@ -87,17 +88,6 @@ def _token_batches(tokenizer, corpus: "Corpus", n_tokens: int, max_len: int,
             return
     if batch:
         yield batch
-
-
-def _pad(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad a batch; returns input ids and the attention mask, both [B, T]."""
-    width = max(len(ids) for ids in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # [B, T]
-    mask = torch.zeros((len(batch), width), dtype=torch.long)  # [B, T]
-    for row, ids in enumerate(batch):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[row, : len(ids)] = 1
-    return input_ids.to(device), mask.to(device)
 
 
 def compute_covariance(loaded: "LoadedModel", layers: int | Iterable[int], corpus: "Corpus",
@@ -161,7 +151,7 @@ def compute_covariance(loaded: "LoadedModel", layers: int | Iterable[int], corpu
         with torch.no_grad(), tqdm(total=n_tokens, unit="tok", disable=not progress,
                                    desc=f"C0 layers {layer_list}") as bar:
             for batch in _token_batches(tokenizer, corpus, n_tokens, max_len, batch_size):
-                input_ids, mask = _pad(batch, pad_id, device)
+                input_ids, mask = pad_batch(batch, pad_id, device)
                 state["mask"] = mask.bool()
                 try:
                     model(input_ids=input_ids, attention_mask=mask, use_cache=False)

@@ -12,6 +12,7 @@ from typing import Sequence
 import torch
 
 from otelab.models.forward import hidden_after, w_out_inputs
+from otelab.models.tokens import pad_batch
 from otelab.data.requests import EditRequest
 
 Tensor = torch.Tensor
@@ -74,7 +75,15 @@ class Encoded:
 
 
 def subject_last_index(tokenizer, text: str, subject_end: int) -> tuple[list[int], int]:
-    """Tokenise ``text``; return its ids and the index of the token holding character ``subject_end − 1``."""
+    """Tokenise ``text``; return its ids and the index of the token holding character ``subject_end − 1``.
+
+    When several tokens hold that character (a byte-level tokenizer splitting a
+    multi-byte character, e.g. the "é" of "Pelé" in the tiny test tokenizer) this is
+    the FIRST of them; the evaluation layer's
+    :func:`otelab.eval.batching.subject_last_token` takes the last. They agree on every
+    fact-bank and CounterFact prompt under the SmolLM2 tokenizer; each is kept as it
+    is so that no recorded key moves (``tests/test_subject_token.py`` pins the difference).
+    """
     enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     target = subject_end - 1
@@ -90,17 +99,6 @@ def fill(template: str, request: EditRequest) -> tuple[str, int]:
     full = template.replace("{}", prompt, 1) if template != "{}" else prompt
     start = full.index("{}")
     return full.replace("{}", request.subject, 1), start + len(request.subject)
-
-
-def pad_batch(rows: Sequence[list[int]], pad_id: int, device) -> tuple[Tensor, Tensor]:
-    """Right-pad token lists. Returns ``input_ids [B, T]`` and ``attention_mask [B, T]``."""
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def encode(loaded, requests: Sequence[EditRequest], templates: Sequence[str]) -> Encoded:
@@ -126,6 +124,14 @@ def compute_keys(loaded, requests: Sequence[EditRequest], layer: int,
 
     Returns:
         ``K`` ``[d_i, n]`` (float32/bfloat16 as the model).
+
+    Example (a tiny random model, the plain prompt only)::
+
+        >>> from otelab.models.loading import tiny_model
+        >>> lm = tiny_model("llama")
+        >>> K = compute_keys(lm, [EditRequest("{} lives in", "Alice", "Paris")], 1, templates=["{}"])
+        >>> tuple(K.shape) == (lm.adapter.get_W(lm.model, 1).shape[1], 1)          # [d_i, n]
+        True
     """
     templates = context_templates(loaded) if templates is None else list(templates)
     enc = encode(loaded, requests, templates)

@@ -2,22 +2,27 @@
 
 The engine only extracts keys and values and writes updates back. Every
 update comes from :class:`otelab.ote.SequentialEditor`; each method × mode is a
-configuration of it (:func:`editor_config`), not new math.
+configuration of it read from the core's registry (:data:`otelab.ote.EDITORS`,
+:func:`editor_config`), not new math.
 
 =============  ===================================================================
-method         core configuration per layer (Ĉ0: per-token covariance, λ: cov_weight)
+method         core configuration per layer (Ĉ0: per-token covariance, μ: ``cov_weight``)
 =============  ===================================================================
-``memit``      ``C0 = λ Ĉ0``, ``P = I``, Tikhonov 0
-``alphaedit``  ``P`` = null-space projector of Ĉ0, no C0, Tikhonov = ``alphaedit_l2``
+``memit``      ``C0 = μ Ĉ0``, ``P = I``, Tikhonov λ = 0
+``alphaedit``  ``P`` = null-space projector of Ĉ0, no C0, Tikhonov λ = ``alphaedit_l2``
 ``prune``      MEMIT + :class:`otelab.ote.Prune` (σ_max of the unedited W)
 ``rect``       MEMIT + :class:`otelab.ote.Rect` (top 20% relative change)
-``rlsedit``    ``C0 = λ Ĉ0``, Tikhonov ``rls_lam``, Woodbury recursion (mode ``rls``)
+``rlsedit``    ``C0 = μ Ĉ0``, Tikhonov λ = ``rls_lam``, Woodbury recursion (mode ``rls``)
 =============  ===================================================================
 
-Modes: ``aligned`` (OTE-aligned; Algorithm 1 for PRUNE/RECT), ``naive`` (a repeated
-one-time edit), ``no-ec`` (aligned but without Algorithm 1's error correction;
-PRUNE/RECT only), ``memorize-nullspace`` (Eq. 3), ``memorize-full`` (Eq. 4),
-``conflict`` (Prop. 3.5: a re-edited subject takes its latest target).
+μ is the C0 weight (the presets' and the recorded runs' ``cov_weight``; the paper's App. B.4
+and the run labels call it λ); λ is the core's Tikhonov weight (``lam``).
+
+Modes (:data:`otelab.ote.SESSION_MODES`): ``aligned`` (OTE-aligned; Algorithm 1 for PRUNE/RECT),
+``naive`` (a repeated one-time edit), ``no-ec`` (aligned but without Algorithm 1's error
+correction; PRUNE/RECT only), ``memorize-nullspace`` (Eq. 3), ``memorize-full`` (Eq. 4),
+``conflict`` (Prop. 3.5: a re-edited subject takes its latest target). A method registered with
+:func:`otelab.ote.register_editor` is accepted here (and everywhere else) at once.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Iterable, Optional
 
 import torch
 
@@ -42,10 +47,10 @@ from otelab.engine.values import ValueResult, compute_values
 
 Tensor = torch.Tensor
 
-METHODS = ("memit", "alphaedit", "prune", "rect", "rlsedit")
-SESSION_MODES = ("aligned", "naive", "no-ec", "memorize-nullspace", "memorize-full", "conflict")
-RECT_KEEP = 0.2
-RLS_LAM = 1.0
+METHODS = ote.METHODS_VIEW                 # live: a row registered later is in it
+SESSION_MODES = tuple(ote.SESSION_MODES)
+RECT_KEEP = ote.EDITORS["rect"].options["rect_keep"]      # the paper's RECT-20 % (Table 6)
+RLS_LAM = ote.EDITORS["rlsedit"].options["rls_lam"]
 FORMAT_VERSION = 2
 VALUE_CLAMP_TOL = 1e-3      # relative slack on the value optimisation's norm clamp (float rounding)
 
@@ -63,56 +68,32 @@ class StepRecord:
 
 
 def check_combo(method: str, mode: str) -> None:
-    """Raise :class:`SessionError` unless ``method`` × ``mode`` is a session configuration.
+    """Raise :class:`SessionError` unless ``method`` × ``mode`` is a row of the registry (:func:`otelab.ote.check_editor`).
 
     Cheap (no tensors): the command line and :class:`EditSession` call it before loading anything.
     """
-    if method not in METHODS:
-        raise SessionError(f"unknown method {method!r}; expected one of {METHODS}")
-    if mode not in SESSION_MODES:
-        raise SessionError(f"unknown mode {mode!r}; expected one of {SESSION_MODES}")
-    if mode == "no-ec" and method not in ("prune", "rect"):
-        raise SessionError("mode 'no-ec' (no error correction) applies to prune and rect only")
-    if mode.startswith("memorize") or mode == "conflict":
-        if method not in ("memit", "alphaedit"):
-            raise SessionError(f"mode {mode!r} is defined for memit and alphaedit, not {method!r}")
-    if mode == "memorize-nullspace" and method != "alphaedit":
-        raise SessionError("mode 'memorize-nullspace' is AlphaEdit's shortcut (Eq. 3): use method 'alphaedit'")
+    try:
+        ote.check_editor(method, mode)
+    except ote.EditError as err:
+        raise SessionError(str(err)) from None
 
 
 def editor_config(method: str, mode: str, preset, C0_hat: Tensor, W0: Tensor, *,
                   rls_lam: float = RLS_LAM, rect_keep: float = RECT_KEEP) -> dict:
-    """The ``SequentialEditor`` keyword arguments for one layer.
+    """The ``SequentialEditor`` keyword arguments for one layer (:func:`otelab.ote.editor_kwargs`).
 
     Arguments:
         method, mode: see the module docstring.
-        preset: supplies ``cov_weight``, ``nullspace_threshold``, ``alphaedit_l2``.
+        preset: supplies μ (``cov_weight``), ``nullspace_threshold``, ``alphaedit_l2``.
         C0_hat: per-token covariance of the preserved keys ``[d_i, d_i]``.
         W0: the unedited weights ``[d_o, d_i]`` (PRUNE's σ_max, RECT's reference).
+        rls_lam, rect_keep: the options of RLSEdit and RECT (a method reads only its own).
     Returns:
         ``dict(mode=..., P=..., C0=..., lam=..., post=..., correct=...)``.
     """
     check_combo(method, mode)
-    lam_cov = preset.cov_weight
-    cfg: dict[str, Any] = dict(P=None, C0=lam_cov * C0_hat, lam=0.0, post=None, correct=True)
-    if method == "alphaedit":
-        cfg.update(P=ote.nullspace_projector(C0_hat, preset.nullspace_threshold), C0=None,
-                   lam=preset.alphaedit_l2)
-        if mode == "memorize-full":  # Eq. 4 needs the preserved covariance the projector stands for
-            cfg["C0"] = lam_cov * C0_hat
-    elif method == "rlsedit":
-        cfg["lam"] = rls_lam
-    elif method == "prune":
-        cfg["post"] = ote.Prune.for_weights(W0)
-    elif method == "rect":
-        cfg["post"] = ote.Rect(W0.clone(), rect_keep)
-    core_mode = {"aligned": "aligned", "no-ec": "aligned", "naive": "naive", "conflict": "conflict",
-                 "memorize-nullspace": "memorize-nullspace", "memorize-full": "memorize-full"}[mode]
-    if method == "rlsedit" and mode == "aligned":
-        core_mode = "rls"
-    cfg["mode"] = core_mode
-    cfg["correct"] = mode != "no-ec"
-    return cfg
+    return ote.editor_kwargs(method, mode, C0_hat, W0, mu=preset.cov_weight, threshold=preset.nullspace_threshold,
+                             l2=preset.alphaedit_l2, rls_lam=rls_lam, rect_keep=rect_keep)
 
 
 def _check_cov(cov, layers) -> dict[int, Tensor]:
@@ -143,8 +124,10 @@ class EditSession:
 
     Arguments:
         loaded: a :class:`otelab.models.loading.LoadedModel` (edited in place).
-        method: ``memit``, ``alphaedit``, ``prune``, ``rect`` or ``rlsedit``.
-        mode: ``aligned``, ``naive``, ``no-ec``, ``memorize-nullspace``, ``memorize-full``, ``conflict``.
+        method: ``memit``, ``alphaedit``, ``prune``, ``rect``, ``rlsedit`` or a registered row
+            (:data:`otelab.ote.EDITORS`).
+        mode: ``aligned``, ``naive``, ``no-ec``, ``memorize-nullspace``, ``memorize-full``, ``conflict``
+            (those the method's row accepts).
         cov: ``{layer: Ĉ0}`` per-token covariances; default computed (and cached) by
             :func:`otelab.engine.covariance.get_covariance` from ``corpus`` and ``n_tokens``.
         corpus, n_tokens: for the default covariance.
@@ -160,8 +143,14 @@ class EditSession:
 
         >>> from otelab.models.loading import tiny_model
         >>> lm = tiny_model("llama")
-        >>> s = EditSession(lm, "memit", "aligned", cov={l: torch.eye(64) for l in lm.layers})
+        >>> cov = {l: torch.eye(lm.adapter.get_W(lm.model, l).shape[1]) for l in lm.layers}   # [d_i, d_i]
+        >>> s = EditSession(lm, "memit", "aligned", cov=cov, progress=False)
         >>> rec = s.step([EditRequest("{} lives in", "Alice", "Paris")])
+        >>> rec.step, sorted(rec.delta_norms) == [str(l) for l in lm.layers]
+        (1, True)
+        >>> _ = s.undo()                                  # back to the unedited weights
+        >>> all(torch.equal(lm.adapter.get_W(lm.model, l), s.W0[l]) for l in lm.layers), len(s.history)
+        (True, 0)
     """
 
     def __init__(self, loaded, method: str = "memit", mode: str = "aligned", *,

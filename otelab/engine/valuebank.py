@@ -5,19 +5,8 @@ the preset's value settings, the value layer, the context templates and the requ
 itself (not on its batch-mates: every request stops on its own NLL). So it is computed
 once and kept, keyed per request by all of these.
 
-Layout: one folder per *spec* (model fingerprint + value settings + layer + templates),
-``<cache>/values/<model>-<spec digest>/`` by default, holding
-
-* ``shard-*.safetensors``: the values of one computed chunk (``z``, ``z_init``, the NLL
-  trajectory and the steps of each request), with the spec, the request keys and the
-  SHA-256 of the tensors in the file's metadata, so that every shard describes itself;
-* ``index.json``: the spec and, per shard, its request keys and the SHA-256 of the file.
-
-A shard is written (atomically) after each chunk, then the index; a computation killed at
-any point resumes where it stopped (a shard whose index entry is missing is adopted after
-its own checksum is verified). A shard whose file checksum, tensor checksum or spec does
-not match is never used: a :class:`ValueBankWarning` names it and why, it is renamed
-``*.bad`` and its requests are recomputed.
+The on-disk layout (checksummed shards and an index, written so that a killed computation resumes)
+is described in :mod:`otelab.engine.bankfiles`.
 
 Protocols. The bank holds values optimised once on the **unedited** model (``--values
 bank``). The seed code's protocol re-optimises the values every step on the **edited**
@@ -43,22 +32,22 @@ Example (a tiny random model; values go to a temporary folder)::
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import time
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
 from otelab.engine import values as V
-from otelab.cache import atomic_write_bytes, atomic_write_json, cache_dir, sha256_file
-from otelab.data.loaders import BUILTIN_DIR
+from otelab.cache import atomic_write_bytes, cache_dir
+from otelab.data.files import BUILTIN_DIR
 from otelab.data.requests import EditRequest
+from otelab.engine.bankfiles import (  # noqa: F401  (re-exported: imported from here by the CLI and tests)
+    ShardStore, ValueBankError, ValueBankWarning, list_banks, read_export, short_fingerprint, tensors_sha256,
+)
 
 # the values of the whole built-in fact bank for the default model, shipped with otelab
 # (`otelab values export --data factbank`); used by `otelab demo` when its spec matches
@@ -67,30 +56,8 @@ FORMAT = 1   # bump when the optimisation in otelab.engine.values changes its re
 _SETTINGS = ("v_lr", "v_steps", "clamp_factor", "kl_factor", "v_weight_decay", "dtype")
 
 
-class ValueBankError(ValueError):
-    """A bank file that cannot be used (import of a foreign or corrupted file)."""
-
-
-class ValueBankWarning(UserWarning):
-    """A stored shard was ignored (corrupted or mismatched); its values are recomputed."""
-
-
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
-
-
-def _short(fingerprint) -> str:
-    """``"sha256:246f0120de7a…"`` -> ``"246f0120de7a"`` (for messages)."""
-    return str(fingerprint).rpartition(":")[2][:12]
-
-
-def _tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def request_fields(r: EditRequest) -> dict:
@@ -118,7 +85,7 @@ def value_spec(loaded, templates: Sequence[str] | None = None, layer: int | None
             "templates": list(context_templates(loaded) if templates is None else templates)}
 
 
-class ValueBank:
+class ValueBank(ShardStore):
     """Per-request target values of one model and value spec, on disk.
 
     Arguments:
@@ -153,125 +120,6 @@ class ValueBank:
     def __len__(self) -> int:
         return len(self._where)
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        """Serialise index updates between processes filling the same bank."""
-        with open(self.path / ".lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    def _read_index(self) -> dict:
-        file = self.path / "index.json"
-        if not file.is_file():
-            return {"spec": self.spec, "shards": {}}
-        try:
-            index = json.loads(file.read_text(encoding="utf-8"))
-            assert isinstance(index.get("shards"), dict)
-        except Exception as e:   # a garbled index is rebuilt from the self-describing shards
-            warnings.warn(f"value bank {self.path}: index.json cannot be read ({type(e).__name__}); "
-                          "rebuilding it from the shards", ValueBankWarning, stacklevel=3)
-            return {"spec": self.spec, "shards": {}}
-        if index.get("spec") != self.spec:
-            other = index.get("spec") or {}
-            differ = sorted(k for k in set(other) | set(self.spec) if other.get(k) != self.spec.get(k))
-            raise ValueBankError(f"{self.path} holds the value bank of another model or value spec "
-                                 f"({other.get('model')}, differs in {differ}); give another folder")
-        return index
-
-    def _check_shard(self, file: Path, sha_file: str | None) -> tuple[dict | None, str | None]:
-        """Read and verify one shard; returns (tensors + keys, None) or (None, why it cannot be used).
-
-        A shard of another spec is reported with a reason starting "another spec"."""
-        from safetensors import safe_open
-
-        if sha_file is not None and sha256_file(file) != sha_file:
-            return None, "its file checksum does not match the index (file corrupted)"
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-            spec, keys = json.loads(meta["otelab_spec"]), json.loads(meta["keys"])
-        except Exception as e:   # truncated or garbled file: safetensors/json raise various types
-            return None, f"it cannot be read ({type(e).__name__}: {e})"
-        if spec != self.spec:
-            differ = sorted(k for k in set(spec) | set(self.spec) if spec.get(k) != self.spec.get(k))
-            return None, f"another spec: it was computed for {spec.get('model')} with other fields {differ}"
-        if _tensors_sha256(tensors) != meta.get("sha256"):
-            return None, "its tensor checksum does not match (file corrupted)"
-        if set(tensors) != {"z", "z_init", "nll", "steps"} or any(t.shape[0] != len(keys) for t in tensors.values()):
-            return None, "its tensors do not match its keys"
-        return {"keys": keys, **tensors}, None
-
-    def _reject(self, file: Path, why: str) -> None:
-        warnings.warn(f"ignoring value bank shard {file}: {why}; its values will be recomputed",
-                      ValueBankWarning, stacklevel=4)
-        if file.exists():
-            os.replace(file, file.with_suffix(".bad"))   # kept for inspection, never read again
-
-    def _scan(self, verify: bool = False) -> list[tuple[str, str]]:
-        """Load the index; adopt shards written but not indexed (a kill in between); optionally verify all."""
-        bad = []
-        with self._lock():
-            index = self._read_index()
-            changed = not (self.path / "index.json").is_file()
-            for name in sorted(p.name for p in self.path.glob("shard-*.safetensors")):
-                entry = index["shards"].get(name)
-                if entry is not None and not verify:
-                    continue
-                data, why = self._check_shard(self.path / name, entry["sha256"] if entry else None)
-                if data is None and why.startswith("another spec") and entry is None:
-                    # not ours (copied in by hand): left alone, never indexed
-                    warnings.warn(f"value bank {self.path}: ignoring {name}: {why}", ValueBankWarning, stacklevel=3)
-                    continue
-                if data is None:
-                    bad.append((name, why))
-                    self._reject(self.path / name, why)
-                    index["shards"].pop(name, None)
-                else:
-                    index["shards"][name] = {"keys": data["keys"], "sha256": sha256_file(self.path / name)}
-                    self._loaded_shards[name] = data
-                changed = changed or entry is None or data is None
-            for name in [s for s in index["shards"] if not (self.path / s).is_file()]:
-                del index["shards"][name]     # a shard removed by hand: its values are simply missing
-                changed = True
-            if changed:
-                atomic_write_json(self.path / "index.json", index, indent=None)
-        self._where = {k: (name, row) for name, e in sorted(index["shards"].items())
-                       for row, k in enumerate(e["keys"])}
-        return bad
-
-    def _shard(self, name: str) -> dict | None:
-        """A verified shard's tensors (read once per bank object)."""
-        if name not in self._loaded_shards:
-            index = self._read_index()
-            entry = index["shards"].get(name)
-            data, why = self._check_shard(self.path / name, entry["sha256"] if entry else None)
-            if data is None:
-                with self._lock():
-                    self._reject(self.path / name, why)
-                    index = self._read_index()
-                    index["shards"].pop(name, None)
-                    atomic_write_json(self.path / "index.json", index, indent=None)
-                self._where = {k: w for k, w in self._where.items() if w[0] != name}
-                return None
-            self._loaded_shards[name] = data
-        return self._loaded_shards[name]
-
-    def _add_shard(self, name: str, tensors: dict, keys: list, meta: dict) -> None:
-        """Write one shard atomically, register it in the index (under the lock) and in memory."""
-        from safetensors.torch import save
-
-        atomic_write_bytes(self.path / name, save(tensors, metadata=meta))
-        with self._lock():
-            index = self._read_index()
-            index["shards"][name] = {"keys": keys, "sha256": sha256_file(self.path / name)}
-            atomic_write_json(self.path / "index.json", index, indent=None)
-        self._loaded_shards[name] = {"keys": keys, **tensors}
-        self._where.update({k: (name, row) for row, k in enumerate(keys)})
-
     def _write_shard(self, keys: list[str], requests: list[EditRequest], res: V.ValueResult,
                      seconds: float) -> str:
 
@@ -285,7 +133,7 @@ class ValueBank:
         name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{keys[0][:8]}.safetensors"
         meta = {"otelab_spec": json.dumps(self.spec, sort_keys=True), "keys": json.dumps(keys),
                 "requests": json.dumps([request_fields(r) for r in requests], ensure_ascii=False),
-                "sha256": _tensors_sha256(tensors), "seconds": f"{seconds:.3f}"}
+                "sha256": tensors_sha256(tensors), "seconds": f"{seconds:.3f}"}
         self._add_shard(name, tensors, keys, meta)
         return name
 
@@ -415,7 +263,7 @@ class ValueBank:
             rows.append((data, self._where[k][1]))
         tensors = {name: torch.stack([d[name][i] for d, i in rows]).contiguous() for name in ("z", "z_init", "nll", "steps")}
         meta = {"otelab_spec": json.dumps(self.spec, sort_keys=True), "keys": json.dumps(keys),
-                "sha256": _tensors_sha256(tensors), "otelab_value_bank": str(FORMAT)}
+                "sha256": tensors_sha256(tensors), "otelab_value_bank": str(FORMAT)}
         file = Path(file)
         atomic_write_bytes(file, save(tensors, metadata=meta))
         return file
@@ -442,7 +290,7 @@ class ValueBank:
             return 0
         keys = [keys[i] for i in rows]
         tensors = {name: t[rows].contiguous() for name, t in tensors.items()}
-        sha = _tensors_sha256(tensors)
+        sha = tensors_sha256(tensors)
         name = f"shard-import-{sha[:16]}.safetensors"
         meta = {"otelab_spec": json.dumps(self.spec, sort_keys=True), "keys": json.dumps(keys), "sha256": sha,
                 "imported_from": source}
@@ -468,41 +316,6 @@ class ValueBank:
         bank = cls(loaded, path=path, templates=templates, **kw)   # only now: a refused file creates nothing
         bank._add_rows(keys, tensors, Path(file).name)
         return bank
-
-
-def read_export(file: str | os.PathLike, spec: dict) -> tuple[list[str], dict[str, torch.Tensor]]:
-    """Read a file written by :meth:`ValueBank.export` and check it against a value spec.
-
-    Arguments:
-        file: the exported file.
-        spec: the :func:`value_spec` its values must have been computed with (model
-            fingerprint, value settings, layer, templates).
-    Returns:
-        ``(keys, tensors)``: the bank key of every row and ``z``, ``z_init`` ``[n, d]``,
-        ``nll`` ``[n, v_steps]``, ``steps`` ``[n]``.
-    Raises:
-        ValueBankError: the file cannot be read, fails its checksum, was computed for
-            another spec, or its tensors do not match its keys.
-    """
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        other, keys = json.loads(meta["otelab_spec"]), json.loads(meta["keys"])
-    except Exception as e:   # truncated or garbled file: safetensors/json raise various types
-        raise ValueBankError(f"{file}: not a readable value bank export ({type(e).__name__}: {e})") from None
-    if _tensors_sha256(tensors) != meta.get("sha256"):
-        raise ValueBankError(f"{file}: checksum mismatch (file corrupted)")
-    if other != spec:
-        differ = sorted(k for k in set(other) | set(spec) if other.get(k) != spec.get(k))
-        raise ValueBankError(f"{file}: computed for another model or value spec ({other.get('model')} "
-                             f"{_short(other.get('fingerprint'))}…, differs in {differ}); this model is "
-                             f"{spec['model']} {_short(spec['fingerprint'])}…")
-    if set(tensors) != {"z", "z_init", "nll", "steps"} or any(t.shape[0] != len(keys) for t in tensors.values()):
-        raise ValueBankError(f"{file}: its tensors do not match its keys")
-    return keys, tensors
 
 
 def fill_from_export(bank: ValueBank, file: str | os.PathLike, requests: Sequence[EditRequest]) -> str:
@@ -533,27 +346,6 @@ def fill_from_export(bank: ValueBank, file: str | os.PathLike, requests: Sequenc
         return f"not using {name}: {str(e).removeprefix(str(file) + ': ')}; computing the {len(todo)} missing values"
     n = bank._add_rows(keys, tensors, name, wanted=todo)
     rest = len(todo) - n
-    return (f"imported {n} values from {name} (checked: {bank.spec['model']} {_short(bank.spec['fingerprint'])}…)"
+    checked = f"{bank.spec['model']} {short_fingerprint(bank.spec['fingerprint'])}"
+    return (f"imported {n} values from {name} (checked: {checked}…)"
             + (f"; computing the {rest} it lacks" if rest else ""))
-
-
-def list_banks(root: str | os.PathLike | None = None) -> list[dict]:
-    """The banks under ``root`` (default ``<cache>/values``), read from their indexes (no model needed).
-
-    Returns:
-        Per bank: ``{"path", "model", "fingerprint", "values", "shards", "templates"}``.
-    """
-    root = Path(root) if root is not None else cache_dir("values")
-    out = []
-    for index_file in sorted(root.glob("*/index.json")):
-        try:
-            index = json.loads(index_file.read_text(encoding="utf-8"))
-            spec, shards = index["spec"], index["shards"]
-        except Exception:
-            out.append({"path": str(index_file.parent), "model": "?", "fingerprint": "?", "values": 0,
-                        "shards": 0, "templates": 0})
-            continue
-        out.append({"path": str(index_file.parent), "model": spec.get("model"), "fingerprint": spec.get("fingerprint"),
-                    "values": len({k for e in shards.values() for k in e["keys"]}), "shards": len(shards),
-                    "templates": len(spec.get("templates", []))})
-    return out

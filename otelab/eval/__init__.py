@@ -3,7 +3,9 @@
 The evaluation layer never imports the views, the workbench or the demo.
 """
 from otelab.eval.drift import LMBaseline, latent_drift, lm_drift, perplexity
-from otelab.eval.metrics import Baseline, edit_scores, general_capability
+from otelab.eval.baseline import Baseline
+from otelab.eval.capability import general_capability
+from otelab.eval.edit_scores import edit_scores
 from otelab.eval.report import Report, evaluate
 
 __all__ = ["LMBaseline", "latent_drift", "lm_drift", "perplexity", "Baseline", "edit_scores", "general_capability",

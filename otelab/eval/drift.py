@@ -26,43 +26,12 @@ from typing import Any, Sequence
 
 import torch
 
-from otelab.eval.metrics import (_device, _encode_many, _eval_mode, _fill, _forward_logits, _get, _lead_ids, _pad_batch,
-                      _pad_id, _progress, _where)
+from otelab.eval.batching import (encode_many, eval_mode, forward_logits, lead_ids, model_device, pad_id_of,
+                                  pad_with_positions, progress_bar, subject_last_token)
+from otelab.eval.records import subject_span
 
-
-def _subject_span(rec: Any, i: int) -> tuple[str, int, int]:
-    """The filled prompt and the character span [start, end) of its subject."""
-    where = _where(rec, i)
-    if isinstance(rec, (tuple, list)) and len(rec) == 2:
-        prompt, subject = rec
-    else:
-        prompt, subject = _get(rec, "prompt", where=where), _get(rec, "subject", where=where)
-    if not isinstance(prompt, str) or not isinstance(subject, str) or not subject.strip():
-        raise ValueError(f"{where}: needs a string prompt and a non-empty string subject")
-    if "{}" in prompt:
-        start = prompt.index("{}")
-        return _fill(prompt, subject), start, start + len(subject)
-    start = prompt.rfind(subject)
-    if start < 0:
-        raise ValueError(f"{where}: the subject {subject!r} is not in the prompt {prompt!r}")
-    return prompt, start, start + len(subject)
-
-
-def subject_last_token(tok, text: str, start: int, end: int) -> int:
-    """Index (without leading special tokens) of the last token overlapping chars [start, end).
-
-    Uses the fast tokenizer's offsets mapping; for slow tokenizers, counts the
-    tokens of ``text[:end]`` (ROME's approach).
-    """
-    if getattr(tok, "is_fast", False):
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        hits = [j for j, (a, b) in enumerate(enc["offset_mapping"]) if a < end and b > start]
-        if hits:
-            return hits[-1]
-    n = len(tok(text[:end], add_special_tokens=False)["input_ids"])
-    if n == 0:
-        raise ValueError(f"the subject span [{start}, {end}) of {text!r} covers no token")
-    return n - 1
+__all__ = ["subject_last_token", "hidden_states_at_subject", "latent_drift", "umap_2d", "LatentBaseline",
+           "perplexity", "LMBaseline", "lm_drift", "top1_agreement"]
 
 
 def hidden_states_at_subject(model, tok, records: Sequence[Any], layer: int, batch_size: int = 32,
@@ -88,17 +57,17 @@ def hidden_states_at_subject(model, tok, records: Sequence[Any], layer: int, bat
     n_layers = int(getattr(model.config, "num_hidden_layers", getattr(model.config, "n_layer", -1)))
     if not isinstance(layer, int) or not 0 <= layer <= n_layers:
         raise ValueError(f"layer must be an int in 0..{n_layers} (an index into hidden_states), got {layer!r}")
-    spans = [_subject_span(r, i) for i, r in enumerate(records)]
-    lead = len(_lead_ids(tok))
-    seqs = _encode_many(tok, [s[0] for s in spans], lead=True)
+    spans = [subject_span(r, i) for i, r in enumerate(records)]
+    lead = len(lead_ids(tok))
+    seqs = encode_many(tok, [s[0] for s in spans], lead=True)
     idx = [lead + subject_last_token(tok, *s) for s in spans]
     out = torch.empty(len(records), model.config.hidden_size)
-    device, pad = _device(model), _pad_id(tok)
-    with _eval_mode(model):
-        for b0 in _progress(range(0, len(seqs), batch_size), math.ceil(len(seqs) / batch_size), "hidden states",
+    device, pad = model_device(model), pad_id_of(tok)
+    with eval_mode(model):
+        for b0 in progress_bar(range(0, len(seqs), batch_size), math.ceil(len(seqs) / batch_size), "hidden states",
                             show_progress):
             chunk = seqs[b0:b0 + batch_size]
-            ids, mask, pos, offs = _pad_batch(chunk, pad, "right", device)
+            ids, mask, pos, offs = pad_with_positions(chunk, pad, "right", device)
             hs = model(input_ids=ids, attention_mask=mask, position_ids=pos, output_hidden_states=True,
                        use_cache=False).hidden_states[layer]  # [B, T, d]
             for r in range(len(chunk)):
@@ -223,7 +192,7 @@ class LatentBaseline:
 
 
 def _key(rec: Any, i: int) -> tuple[str, str]:
-    text, s, e = _subject_span(rec, i)
+    text, s, e = subject_span(rec, i)
     return text, text[s:e]
 
 
@@ -234,7 +203,7 @@ def _key(rec: Any, i: int) -> tuple[str, str]:
 def _encode_texts(tok, texts: Sequence[str], max_len: int) -> list[list[int]]:
     if max_len < 2:
         raise ValueError(f"max_len must be >= 2, got {max_len}")
-    seqs = [s[:max_len] for s in _encode_many(tok, texts, lead=True)]
+    seqs = [s[:max_len] for s in encode_many(tok, texts, lead=True)]
     for i, s in enumerate(seqs):
         if len(s) < 2:
             raise ValueError(f"text {i} ({texts[i][:40]!r}) has fewer than 2 tokens; nothing to predict")
@@ -246,13 +215,13 @@ def _lm_pass(model, tok, seqs: Sequence[Sequence[int]], batch_size: int,
     """For each sequence: (sum of next-token NLL, top-1 predictions [L-1])."""
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     out: list[Any] = [None] * len(seqs)
-    device, pad = _device(model), _pad_id(tok)
-    with _eval_mode(model):
-        for b0 in _progress(range(0, len(order), batch_size), math.ceil(len(order) / batch_size), "LM drift",
+    device, pad = model_device(model), pad_id_of(tok)
+    with eval_mode(model):
+        for b0 in progress_bar(range(0, len(order), batch_size), math.ceil(len(order) / batch_size), "LM drift",
                             show_progress):
             rows = order[b0:b0 + batch_size]
-            ids, mask, pos, _ = _pad_batch([seqs[i] for i in rows], pad, "right", device)
-            logits = _forward_logits(model, ids, mask, pos)  # [B, T, V]
+            ids, mask, pos, _ = pad_with_positions([seqs[i] for i in rows], pad, "right", device)
+            logits = forward_logits(model, ids, mask, pos)  # [B, T, V]
             for r, i in enumerate(rows):
                 L = len(seqs[i])
                 lp = torch.log_softmax(logits[r, :L - 1].float(), dim=-1)  # [L-1, V]

@@ -2,6 +2,7 @@
 
 Models never import the engine or the evaluation layer.
 """
-from otelab.models.loading import DEFAULT_PRESET, PRESETS, LoadedModel, Preset, get_preset, load_model, tiny_model
+from otelab.models.presets import DEFAULT_PRESET, PRESETS, Preset, get_preset
+from otelab.models.loading import LoadedModel, load_model, tiny_model
 
 __all__ = ["DEFAULT_PRESET", "PRESETS", "LoadedModel", "Preset", "get_preset", "load_model", "tiny_model"]

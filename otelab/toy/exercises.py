@@ -23,109 +23,18 @@ and a notebook keeps its copy in a hidden cell after the exercise and its checke
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
 from otelab import ote
-from otelab.toy.world import ToyConfig, make_world
-
-Tensor = torch.Tensor
-TOL = 1e-8
+from otelab.toy.checking import (
+    CheckResult, Tensor, call_learner, compare_outputs, exercise_world, rel_error, report_match, unpack_outputs,
+)
+from otelab.toy.solutions import SOLUTIONS, Solution, solution
 
 __all__ = ["CheckResult", "Solution", "SOLUTIONS", "solution", "check_ote_update", "check_aligned_step",
            "check_prop_a3", "check_eq4", "check_conflict_step"]
-
-
-@dataclass
-class CheckResult:
-    """The outcome of a checker.
-
-    Attributes:
-        passed: whether every output matched the reference within 1e-8 (relative).
-        max_rel_error: the largest relative error seen (``inf`` for a shape error or exception).
-        step: the step where the first mismatch happened (None if it passed).
-        message: the feedback line that was printed.
-    """
-
-    passed: bool
-    max_rel_error: float
-    step: Optional[int]
-    message: str
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __repr__(self) -> str:
-        return self.message
-
-
-def _world(seed: int = 0, **over):
-    cfg = ToyConfig(d_o=7, d_i=12, n0=40, r=4, n=3, T=5, k0_tail=0.1, edit_tail=0.3,
-                    threshold=0.05, lam=0.1, mu=10.0, seed=seed)
-    return make_world(cfg, **over)
-
-
-def _rel(x: Tensor, y: Tensor) -> float:
-    return float((x - y).norm() / y.norm().clamp_min(1e-300))
-
-
-def _done(res: CheckResult) -> CheckResult:
-    print(res.message)
-    return res
-
-
-def _fail_shape(what: str, got, want: tuple, step: int) -> CheckResult:
-    got_shape = tuple(got.shape) if isinstance(got, Tensor) else type(got).__name__
-    return _done(CheckResult(False, float("inf"), step,
-                             f"✗ {what} at step {step} has shape {got_shape}; expected a tensor of shape "
-                             f"{list(want)}"))
-
-
-def _call(fn: Callable, step: int, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs), None
-    except Exception as err:  # the learner's code: report any failure as feedback
-        return None, _done(CheckResult(False, float("inf"), step,
-                                       f"✗ your function raised {type(err).__name__} at step {step}: {err}"))
-
-
-def _unpack(out, names: tuple[str, ...], step: int):
-    if len(names) == 1:
-        return (out,), None
-    if not isinstance(out, (tuple, list)) or len(out) != len(names):
-        return None, _done(CheckResult(False, float("inf"), step,
-                                       f"✗ your function should return a tuple ({', '.join(names)}); got "
-                                       f"{type(out).__name__}"))
-    return tuple(out), None
-
-
-def _compare(outs: tuple, refs: tuple, names: tuple[str, ...], step: int, worst: float,
-             hints: list[tuple[str, tuple]]):
-    """Check shapes, then values; on a mismatch look for the matching classic mistake."""
-    for o, r, n in zip(outs, refs, names):
-        if not isinstance(o, Tensor) or tuple(o.shape) != tuple(r.shape):
-            return worst, _fail_shape(n, o, tuple(r.shape), step)
-    errs = [_rel(o.to(r), r) for o, r in zip(outs, refs)]
-    worst = max(worst, *errs)
-    if worst <= TOL:
-        return worst, None
-    bad = names[max(range(len(errs)), key=errs.__getitem__)]
-    hint = ""
-    for text, wrong in hints:
-        pairs = [(o, w) for o, w in zip(outs, wrong) if w is not None]
-        if pairs and all(_rel(o.to(w), w) <= 1e-6 for o, w in pairs):
-            hint = f"; hint: {text}"
-            break
-    return worst, _done(CheckResult(False, worst, step,
-                                    f"✗ differs: max relative error {worst:.2g} in {bad} at step {step}{hint}"))
-
-
-def _ok(worst: float, what: str) -> CheckResult:
-    # round-off differs between machines; below 1e-12 only the bound is printed
-    how = "(max relative error < 1e-12)" if worst < 1e-12 else f"(max relative error {worst:.0e})"
-    return _done(CheckResult(True, worst, None, f"✓ {what} matches the reference {how}"))
 
 
 # --------------------------------------------------------------------------- checkers
@@ -137,11 +46,11 @@ def check_ote_update(fn: Callable) -> CheckResult:
     """
     worst = 0.0
     for step, (lam, use_c0) in enumerate([(0.1, True), (0.0, True), (1.0, False)], start=1):
-        w = _world(step)
+        w = exercise_world(step)
         K = torch.cat([b[0] for b in w.batches], 1)
         V = torch.cat([b[1] for b in w.batches], 1)
         C0 = w.C0w if use_c0 else None
-        out, err = _call(fn, step, w.W0.clone(), K.clone(), V.clone(), C0, lam)
+        out, err = call_learner(fn, step, w.W0.clone(), K.clone(), V.clone(), C0, lam)
         if err is not None:
             return err
         ref = ote.ote_update(w.W0, K, V, C0=C0, lam=lam)
@@ -151,10 +60,10 @@ def check_ote_update(fn: Callable) -> CheckResult:
                   (ote.ote_update(w.W0, K, V, lam=lam),) if C0 is not None else (None,)),
                  ("did you forget λ I?", (ote.ote_update(w.W0, K, V, C0=C0),) if lam and C0 is not None
                   else (None,))]
-        worst, bad = _compare((out,), (ref,), ("Δ_total",), step, worst, hints)
+        worst, bad = compare_outputs((out,), (ref,), ("Δ_total",), step, worst, hints)
         if bad is not None:
             return bad
-    return _ok(worst, "your one-time edit")
+    return report_match(worst, "your one-time edit")
 
 
 def check_aligned_step(fn: Callable) -> CheckResult:
@@ -166,15 +75,15 @@ def check_aligned_step(fn: Callable) -> CheckResult:
     """
     worst = 0.0
     for use_P in (True, False):
-        w = _world(11 if use_P else 12)
+        w = exercise_world(11 if use_P else 12)
         P = w.P if use_P else None
         A = ote.system_matrix(None, P=P, C0=w.C0w, lam=w.cfg.lam, d_i=w.cfg.d_i, like=w.W0)
         W = w.W0.clone()
         for step, (K, V, _) in enumerate(w.batches, start=1):
-            out, err = _call(fn, step, W.clone(), K.clone(), V.clone(), A.clone(), P)
+            out, err = call_learner(fn, step, W.clone(), K.clone(), V.clone(), A.clone(), P)
             if err is not None:
                 return err
-            outs, err = _unpack(out, ("Δ", "A"), step)
+            outs, err = unpack_outputs(out, ("Δ", "A"), step)
             if err is not None:
                 return err
             d_ref, A_ref = ote.aligned_update(W, K, V, A, P=P)
@@ -186,11 +95,11 @@ def check_aligned_step(fn: Callable) -> CheckResult:
                       (None, A_noP) if use_P else (None, None)),
                      ("the residual uses the current weights: R = V − W K, not V − W0 K",
                       (ote.aligned_update(w.W0, K, V, A, P=P)[0], A_ref))]
-            worst, bad = _compare(tuple(outs), (d_ref, A_ref), ("Δ", "A"), step, worst, hints)
+            worst, bad = compare_outputs(tuple(outs), (d_ref, A_ref), ("Δ", "A"), step, worst, hints)
             if bad is not None:
                 return bad
             W, A = W + d_ref, A_ref
-    return _ok(worst, "your aligned step")
+    return report_match(worst, "your aligned step")
 
 
 def check_prop_a3(fn: Callable) -> CheckResult:
@@ -209,23 +118,24 @@ def check_prop_a3(fn: Callable) -> CheckResult:
     """
     worst, conv = 0.0, None
     for which in ("rect", "prune"):
-        w = _world(21 if which == "rect" else 22, value_noise=8.0)
-        post = ote.Rect(w.W0, keep=0.2) if which == "rect" else ote.Prune.for_weights(w.W0)
+        w = exercise_world(21 if which == "rect" else 22, value_noise=8.0)
+        post = ote.EDITORS[which].post(w.W0, **ote.EDITORS[which].options)   # RECT keeps its default 20 %
         lam, C0 = w.cfg.lam, w.C0w
         A = ote.system_matrix(None, C0=C0, lam=lam, d_i=w.cfg.d_i, like=w.W0)
         W, E = w.W0.clone(), torch.zeros_like(w.W0)
         for step, (K, V, _) in enumerate(w.batches, start=1):
             E_in = -E @ A if conv == "paper" else E                # the learner's own convention
-            out, err = _call(fn, step, W.clone(), K.clone(), V.clone(), A.clone(), E_in.clone(), post)
+            out, err = call_learner(fn, step, W.clone(), K.clone(), V.clone(), A.clone(), E_in.clone(), post)
             if err is not None:
                 return err
-            outs, err = _unpack(out, ("Δ̂", "A", "E"), step)
+            outs, err = unpack_outputs(out, ("Δ̂", "A", "E"), step)
             if err is not None:
                 return err
             ref = ote.corrected_step(W, K, V, A, E, post)
             E_paper = -ref[2] @ ref[1]
             if conv is None and isinstance(outs[2], Tensor) and outs[2].shape == ref[2].shape and ref[2].norm() > 0:
-                conv = "paper" if _rel(outs[2].to(E_paper), E_paper) < _rel(outs[2].to(ref[2]), ref[2]) else "otelab"
+                closer_to_paper = rel_error(outs[2].to(E_paper), E_paper) < rel_error(outs[2].to(ref[2]), ref[2])
+                conv = "paper" if closer_to_paper else "otelab"
             want = (ref[0], ref[1], E_paper if conv == "paper" else ref[2])
             from_W, A1 = ote.aligned_update(W, K, V, A)
             no_carry = post(ote.aligned_update(W + E, K, V, A)[0])
@@ -234,12 +144,12 @@ def check_prop_a3(fn: Callable) -> CheckResult:
                      ("post-process the step plus the carried error, D = Δ + E", (no_carry, None, None)),
                      ("the new error is what the operator removed: E_new = D − post(D) "
                       "(or, in the paper's convention, (post(D) − D) A)", (ref[0], ref[1], -want[2]))]
-            worst, bad = _compare(tuple(outs), want, ("Δ̂", "A", "E"), step, worst, hints)
+            worst, bad = compare_outputs(tuple(outs), want, ("Δ̂", "A", "E"), step, worst, hints)
             if bad is not None:
                 return bad
             W, A, E = W + ref[0], ref[1], ref[2]
     how = " (the paper's convention, E_paper = −E·A)" if conv == "paper" else ""
-    return _ok(worst, f"your Algorithm 1{how} (RECT and PRUNE)")
+    return report_match(worst, f"your Algorithm 1{how} (RECT and PRUNE)")
 
 
 def check_eq4(fn: Callable) -> CheckResult:
@@ -252,7 +162,7 @@ def check_eq4(fn: Callable) -> CheckResult:
     """
     worst = 0.0
     for kind in ("projector", "random"):
-        w = _world(31 if kind == "projector" else 32)
+        w = exercise_world(31 if kind == "projector" else 32)
         C0, lam = w.C0w, w.cfg.lam
         if kind == "projector":
             P = w.P
@@ -263,7 +173,7 @@ def check_eq4(fn: Callable) -> CheckResult:
         W = w.W0.clone()
         for step, (K, V, _) in enumerate(w.batches, start=1):
             S = W - w.W0
-            out, err = _call(fn, step, W.clone(), K.clone(), V.clone(), S.clone(), P, C0, lam)
+            out, err = call_learner(fn, step, W.clone(), K.clone(), V.clone(), S.clone(), P, C0, lam)
             if err is not None:
                 return err
             ref = ote.memorize_latest_full(W, K, V, S, P=P, C0=C0, lam=lam)
@@ -277,11 +187,11 @@ def check_eq4(fn: Callable) -> CheckResult:
                       (ote.solve_normal(R - S @ P @ C0, A),)),
                      ("the system matrix is (C0 + K Kᵀ) P + λ I: C0 belongs in it too",
                       (ote.solve_normal(R - S @ C0 @ P, ote.system_matrix(K, P=P, lam=lam)),))]
-            worst, bad = _compare((out,), (ref,), ("Δ",), step, worst, hints)
+            worst, bad = compare_outputs((out,), (ref,), ("Δ",), step, worst, hints)
             if bad is not None:
                 return bad
             W = W + ref
-    return _ok(worst, "your Eq. 4 step")
+    return report_match(worst, "your Eq. 4 step")
 
 
 def check_conflict_step(fn: Callable) -> CheckResult:
@@ -294,7 +204,7 @@ def check_conflict_step(fn: Callable) -> CheckResult:
     """
     worst = 0.0
     for step, use_P in enumerate((False, True, False), start=1):
-        w = _world(40 + step)
+        w = exercise_world(40 + step)
         P = w.P if use_P else None
         ed = ote.SequentialEditor(w.cfg.d_i, "conflict", P=P, C0=w.C0w, lam=w.cfg.lam)
         W = w.W0.clone()
@@ -302,7 +212,7 @@ def check_conflict_step(fn: Callable) -> CheckResult:
             W = W + ed.step(K, V, W, ids=ids)
         K, V_old, _ = w.batches[1]
         V_new = w.batches[4][1]
-        out, err = _call(fn, step, W.clone(), ed.A.clone(), K.clone(), V_old.clone(), V_new.clone(), P)
+        out, err = call_learner(fn, step, W.clone(), ed.A.clone(), K.clone(), V_old.clone(), V_new.clone(), P)
         if err is not None:
             return err
         ref, _ = ote.conflict_update(W, ed.A, P=P, K_changed=K, V_old=V_old, V_resolved=V_new)
@@ -313,114 +223,7 @@ def check_conflict_step(fn: Callable) -> CheckResult:
                   (as_new,)),
                  ("the right-hand side is (V_new − V_old) Kᵀ P: W already fits the old values only in the "
                   "least-squares sense, so V − W K is not the change of target", (resid,))]
-        worst, bad = _compare((out,), (ref,), ("Δ",), step, worst, hints)
+        worst, bad = compare_outputs((out,), (ref,), ("Δ",), step, worst, hints)
         if bad is not None:
             return bad
-    return _ok(worst, "your conflict step")
-
-
-# --------------------------------------------------------------------------- solutions
-
-@dataclass(frozen=True, repr=False)
-class Solution:
-    """The reference solution of one exercise: the code a learner would write, as text.
-
-    Attributes:
-        name: the exercise, as in its checker's name (``"eq4"`` for :func:`check_eq4`).
-        function: the name the code defines (``"my_eq4"``).
-        source: the code, imports included, ready to paste into a cell.
-    """
-
-    name: str
-    function: str
-    source: str
-
-    def define(self) -> Callable:
-        """Run the code in a fresh namespace and return the function it defines."""
-        namespace: dict = {}
-        exec(compile(self.source, f"<solution {self.name}>", "exec"), namespace)
-        return namespace[self.function]
-
-    def __str__(self) -> str:
-        return self.source
-
-    __repr__ = __str__
-
-    def _repr_markdown_(self) -> str:
-        # Jupyter shows the code highlighted, as a cell would
-        return f"```python\n{self.source}```"
-
-
-SOLUTIONS = {s.name: s for s in (
-    Solution("ote_update", "my_ote", """\
-import torch
-
-
-def my_ote(W0, K, V, C0, lam):
-    d_i = K.shape[0]
-    A = K @ K.T + lam * torch.eye(d_i, dtype=K.dtype)      # [d_i, d_i]
-    if C0 is not None:
-        A = A + C0
-    B = (V - W0 @ K) @ K.T                                  # [d_o, d_i]
-    return torch.linalg.solve(A, B.T).T                     # A symmetric: Δ A = B ⇔ A Δᵀ = Bᵀ
-"""),
-    Solution("aligned_step", "my_aligned_step", """\
-import torch
-
-
-def my_aligned_step(W, K, V, A_prev, P):
-    P = torch.eye(K.shape[0], dtype=K.dtype) if P is None else P
-    A = A_prev + K @ K.T @ P                                # [d_i, d_i]
-    B = (V - W @ K) @ K.T @ P                               # [d_o, d_i]
-    return torch.linalg.solve(A.T, B.T).T, A
-"""),
-    Solution("prop_a3", "my_corrected_step", """\
-from otelab.ote import aligned_update
-
-
-def my_corrected_step(W, K, V, A_prev, E, post):
-    delta, A = aligned_update(W + E, K, V, A_prev)     # the step of the OTE path
-    D = delta + E                                      # what should be applied
-    applied = post(D)
-    return applied, A, D - applied                     # carry what the operator removed
-"""),
-    Solution("eq4", "my_eq4", """\
-import torch
-
-
-def my_eq4(W, K, V, S, P, C0, lam):
-    I = torch.eye(W.shape[1], dtype=W.dtype)
-    A = (C0 + K @ K.T) @ P + lam * I                       # [d_i, d_i]
-    B = (V - W @ K) @ K.T @ P - S @ C0 @ P                 # [d_o, d_i]
-    return torch.linalg.solve(A.T, B.T).T                  # Δ A = B  ⇔  Aᵀ Δᵀ = Bᵀ
-"""),
-    Solution("conflict_step", "my_revalue", """\
-import torch
-
-
-def my_revalue(W, A_prev, K, V_old, V_new, P):
-    B = (V_new - V_old) @ K.T                          # [d_o, d_i]
-    if P is not None:
-        B = B @ P
-    return torch.linalg.solve(A_prev.T, B.T).T         # Δ A = B
-"""),
-)}
-
-
-def solution(name: str) -> Solution:
-    """The reference solution of an exercise, for when the checker's hints are not enough.
-
-    In a notebook, a cell ending in ``solution("eq4")`` shows the code; nothing is shown
-    until it is called, so the solution does not sit under the exercise.
-
-    Arguments:
-        name: the exercise: its checker's name without ``check_`` (a key of :data:`SOLUTIONS`).
-    Returns:
-        A :class:`Solution` (its ``source``, and ``define()`` for the function itself).
-    Raises:
-        KeyError: for an unknown name, listing the known ones.
-    """
-    try:
-        return SOLUTIONS[name]
-    except KeyError:
-        raise KeyError(f"no exercise {name!r}; the exercises are {', '.join(SOLUTIONS)}") from None
+    return report_match(worst, "your conflict step")

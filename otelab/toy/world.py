@@ -21,13 +21,13 @@ from typing import Callable, Hashable, Optional, Union
 import torch
 
 from otelab.ote import (
-    EditError, Prune, Rect, SequentialEditor, nullspace_projector, omitted_term, ote_update,
+    EDITORS, EditError, SequentialEditor, nullspace_projector, omitted_term, ote_update,
     resolve_first, resolve_forget, resolve_latest, resolve_mean,
 )
 
 Tensor = torch.Tensor
 
-__all__ = ["ToyConfig", "ToyWorld", "ToyTrace", "make_world", "run_rule", "RULES", "TASKS",
+__all__ = ["ToyConfig", "ToyWorld", "ToyTrace", "make_world", "run_rule", "RULES", "rules", "TASKS",
            "collapse_summary", "collapse_sweep", "forgetting_table"]
 
 
@@ -194,11 +194,27 @@ def _ed(mode: str, use_P: bool, use_C0: bool, **kw) -> Callable[[ToyWorld], Sequ
     return factory
 
 
-_prune = lambda w: Prune.for_weights(w.W0)            # noqa: E731
-_rect = lambda w: Rect(w.W0, keep=0.2)                # noqa: E731  the paper's "stronger" RECT-20 % (Table 6)
-_rect40 = lambda w: Rect(w.W0, keep=0.4)              # noqa: E731  the seed code's naive RECT keeps 40 %
+def _post_rule(method: str, correct: bool, **options) -> tuple[Callable[[ToyWorld], SequentialEditor], str]:
+    """A rule with the post-processing operator of registry row ``method`` (:data:`otelab.ote.EDITORS`)
+    on OTE-aligned steps that keep ``C0``: Algorithm 1 when ``correct``, else the operator on each step.
 
-# name -> (editor factory, the task whose OTE the rule should track)
+    Arguments:
+        method: a row with a ``post`` factory; correct: error correction on;
+        options: the row's options to override (``rect_keep=0.4``).
+    Returns:
+        ``(editor factory, "all")``, a :data:`RULES` entry.
+    """
+    def post(world: ToyWorld):
+        spec = EDITORS[method]
+        return spec.post(world.W0, **{**spec.options, **options})
+    return _ed("aligned", False, True, post=post, correct=correct), "all"
+
+
+# name -> (editor factory, the task whose OTE the rule should track).
+# A toy name is not an engine mode: toy "prune"/"rect" apply the operator to each step WITHOUT
+# error correction (the engine's "prune:no-ec"), "prune-corrected" is Algorithm 1 (the engine's
+# "prune:aligned"). Their operators come from the registry (RECT keeps its default 20 %, the
+# paper's "stronger" RECT-20 % of Table 6; "rect40" the seed code's naive 40 %).
 RULES: dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]] = {
     "memit": (_ed("aligned", False, True), "all"),                        # sequential MEMIT, OTE-aligned
     "alphaedit": (_ed("aligned", True, False), "all"),                    # AlphaEdit (Eq. 2)
@@ -211,13 +227,29 @@ RULES: dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]] = {
     "conflict-first": (_ed("conflict", False, True, resolve=resolve_first), "resolved"),
     "conflict-mean": (_ed("conflict", False, True, resolve=resolve_mean), "resolved"),
     "rls": (_ed("rls", False, True), "all"),                              # RLSEdit
-    "prune": (_ed("aligned", False, True, post=_prune, correct=False), "all"),
-    "prune-corrected": (_ed("aligned", False, True, post=_prune, correct=True), "all"),
-    "rect": (_ed("aligned", False, True, post=_rect, correct=False), "all"),
-    "rect-corrected": (_ed("aligned", False, True, post=_rect, correct=True), "all"),
-    "rect40": (_ed("aligned", False, True, post=_rect40, correct=False), "all"),
-    "rect40-corrected": (_ed("aligned", False, True, post=_rect40, correct=True), "all"),
+    "prune": _post_rule("prune", correct=False),
+    "prune-corrected": _post_rule("prune", correct=True),
+    "rect": _post_rule("rect", correct=False),
+    "rect-corrected": _post_rule("rect", correct=True),
+    "rect40": _post_rule("rect", correct=False, rect_keep=0.4),
+    "rect40-corrected": _post_rule("rect", correct=True, rect_keep=0.4),
 }
+
+
+def rules() -> dict[str, tuple[Callable[[ToyWorld], SequentialEditor], str]]:
+    """Every toy rule: :data:`RULES`, plus two for each registry row with a post-processing
+    operator that :data:`RULES` does not name: ``<method>`` (uncorrected) and ``<method>-corrected``
+    (Algorithm 1), read live so that a row added by :func:`otelab.ote.register_editor` is a rule at once.
+
+    Returns:
+        ``{name: (editor factory, task)}``.
+    """
+    out = dict(RULES)
+    for method, spec in EDITORS.items():
+        if spec.post is not None and method not in out:
+            out[method] = _post_rule(method, correct=False)
+            out[f"{method}-corrected"] = _post_rule(method, correct=True)
+    return out
 
 _MODE_TASK = {"aligned": "all", "naive": "all", "rls": "all", "memorize-nullspace": "latest",
               "memorize-full": "latest", "memorize-recentred": "latest", "conflict": "resolved"}
@@ -295,7 +327,8 @@ def run_rule(world: ToyWorld, rule: Union[str, Callable[[ToyWorld], SequentialEd
 
     Arguments:
         world: from :func:`make_world`.
-        rule: a name in :data:`RULES`, or a factory ``world -> SequentialEditor``.
+        rule: a name in :func:`rules` (:data:`RULES` and the registry's post-processing editors),
+            or a factory ``world -> SequentialEditor``.
         name: label of the trace (defaults to the rule's name).
         task: which OTE to compare with: ``"all"`` edits so far, the ``"latest"`` batch,
             or the ``"resolved"`` active set (conflict mode); inferred from the editor's mode.
@@ -309,9 +342,10 @@ def run_rule(world: ToyWorld, rule: Union[str, Callable[[ToyWorld], SequentialEd
     """
     forget_previous = False
     if isinstance(rule, str):
-        if rule not in RULES:
-            raise EditError(f"unknown toy rule {rule!r}; expected one of {sorted(RULES)} or a factory")
-        factory, default_task = RULES[rule]
+        known = rules()
+        if rule not in known:
+            raise EditError(f"unknown toy rule {rule!r}; expected one of {sorted(known)} or a factory")
+        factory, default_task = known[rule]
         forget_previous = rule == "memorize-conflict"
         name = name or rule
     else:

@@ -7,8 +7,7 @@ steps goes through the UI's question first (``_ask``: Rebuild / Cancel).
 """
 from __future__ import annotations
 
-from otelab.engine.session import METHODS
-from otelab.workbench.bench import METHOD_NAMES, WorkbenchError, valid_modes
+from otelab.workbench.editors import WorkbenchError, method_options, valid_modes
 
 __all__ = ["SessionControls", "PAIRS", "NO_COMPARE", "CUSTOM"]
 
@@ -43,7 +42,7 @@ class SessionControls:
         wb = self.workbench
         a = wb.tracks[0]
         b = wb.tracks[1] if len(wb.tracks) > 1 else None
-        methods = [(METHOD_NAMES[m], m) for m in METHODS]
+        methods = method_options()     # the registry's methods, a registered row included
         preset = wb.loaded.preset
         self.method = W.Dropdown(options=methods, value=a.method, description="editor", **style,
                                  layout=W.Layout(width="190px"))

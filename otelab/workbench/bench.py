@@ -32,8 +32,8 @@ import torch
 from otelab.config import ci_size
 from otelab.eval.report import Report
 from otelab.workbench.data import REPLAY_DRAW, REPLAY_SEED, Sizes, WorkbenchData, load_data
-from otelab.workbench.editors import (METHOD_NAMES, WorkbenchError, check_settings, plural, track_label,
-                                      valid_modes)
+from otelab.workbench.editors import (METHOD_NAMES, WorkbenchError, check_settings, method_options, plural,
+                                      track_label, valid_modes)
 from otelab.workbench.measure import (METRICS, LatentProjection, edit_row, flat_tasks, glue_row, measure,
                                       project_states, step0_row, unedited_reference)
 from otelab.workbench.probe import generate, unedited_weights
@@ -41,7 +41,8 @@ from otelab.workbench.replay import FILL_COMMAND, BankValues, fill_bank, replay_
 from otelab.workbench.track import Track, report_upto
 
 __all__ = ["Workbench", "Track", "Sizes", "WorkbenchData", "WorkbenchError", "LatentProjection", "BankValues",
-           "load_data", "replay_data", "measure", "glue_row", "edit_row", "valid_modes", "plural", "track_label",
+           "load_data", "replay_data", "measure", "glue_row", "edit_row", "valid_modes", "method_options", "plural",
+           "track_label",
            "unedited_weights", "METHOD_NAMES", "METRICS", "REPLAY_DRAW", "REPLAY_SEED", "FILL_COMMAND", "ci_size"]
 
 

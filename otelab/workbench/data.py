@@ -132,7 +132,7 @@ def load_data(sizes: Optional[Sizes] = None) -> WorkbenchData:
     Returns:
         A :class:`WorkbenchData`.
     """
-    from otelab.cli.eval import held_out_texts
+    from otelab.data.texts import held_out_texts
     from otelab.data.loaders import load_factbank, load_glue
 
     sizes = sizes or Sizes.default()

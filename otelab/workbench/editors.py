@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
+from otelab import ote
+from otelab.engine.session import METHODS, SessionError, check_combo
 
-from otelab.engine.session import METHODS, SESSION_MODES, SessionError, editor_config
+__all__ = ["METHOD_NAMES", "WorkbenchError", "valid_modes", "method_options", "check_settings", "plural", "track_label"]
 
-__all__ = ["METHOD_NAMES", "WorkbenchError", "valid_modes", "check_settings", "plural", "track_label"]
-
-METHOD_NAMES = {"memit": "MEMIT", "alphaedit": "AlphaEdit", "prune": "PRUNE", "rect": "RECT",
-                "rlsedit": "RLSEdit"}
+METHOD_NAMES = ote.DISPLAY_NAMES       # method -> display name, read live from the registry
 
 
 class WorkbenchError(ValueError):
@@ -22,18 +20,22 @@ class WorkbenchError(ValueError):
 
 
 def valid_modes(method: str, preset=None) -> list[str]:
-    """The modes that ``method`` supports (see :func:`otelab.engine.session.editor_config`)."""
-    return [m for m in SESSION_MODES if _combo_error(method, m, preset) is None]
+    """The modes that ``method`` supports, from the registry (:func:`otelab.ote.valid_modes`; [] if unknown).
+
+    ``preset`` is accepted for callers that pass one; validity does not depend on it.
+    """
+    return ote.valid_modes(method)
+
+
+def method_options() -> list[tuple[str, str]]:
+    """``[(display name, method), ...]`` for every registered method: the editor dropdowns' options."""
+    return [(ote.display_name(m), m) for m in ote.methods()]
 
 
 def _combo_error(method: str, mode: str, preset=None) -> Optional[str]:
-    """Why ``(method, mode)`` is not a session configuration, or None; checked on 2×2 stand-ins."""
-    from otelab.models.loading import tiny_preset
-
-    preset = preset or tiny_preset("llama")
-    eye = torch.eye(2, dtype=torch.float64)
+    """Why ``(method, mode)`` is not a session configuration (:func:`otelab.engine.session.check_combo`), or None."""
     try:
-        editor_config(method, mode, preset, eye, eye.clone())
+        check_combo(method, mode)
     except SessionError as err:
         return str(err)
     return None

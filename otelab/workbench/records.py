@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from otelab import ote
 from otelab.workbench.stream_eval import EDIT_KEYS, FORMAT, StreamError
 
 __all__ = ["stream_report", "run_label", "load_runs", "RESULTS_ENV", "results_dir", "recorded_runs"]
@@ -54,11 +55,10 @@ def run_label(run: Mapping[str, Any]) -> str:
     st = run.get("settings", {})
     ses = run.get("session", {})
     method, mode = st.get("method", ses.get("method", "?")), st.get("mode", ses.get("mode", "?"))
-    parts = [{"memit": "MEMIT", "alphaedit": "AlphaEdit", "prune": "PRUNE", "rect": "RECT",
-              "rlsedit": "RLSEdit"}.get(method, method)]
+    parts = [ote.display_name(method)]
     n, bs = len(run.get("stream", {}).get("case_ids", [])), run.get("stream", {}).get("batch_size")
     parts.append("one-time edit" if n and bs and bs >= n else mode)
-    if method == "rect" and st.get("rect_keep") not in (None, 0.2):
+    if method == "rect" and st.get("rect_keep") not in (None, ote.EDITORS["rect"].options["rect_keep"]):
         parts.append(f"{int(round(100 * st['rect_keep']))}%")
     if st.get("values") == "edited":
         parts.append("per-step values")

@@ -39,8 +39,9 @@ def replay_data(sizes: Optional[Sizes] = None, seed: int = REPLAY_SEED) -> Workb
     """
     import os
 
-    from otelab.cli.eval import held_out_texts
-    from otelab.data.loaders import ENV_VAR, load_counterfact, load_glue, sample_records
+    from otelab.data.texts import held_out_texts
+    from otelab.data.files import ENV_VAR
+    from otelab.data.loaders import load_counterfact, load_glue, sample_records
     from otelab.workbench.stream import batch_sample
 
     sizes = sizes or Sizes.replay()

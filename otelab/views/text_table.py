@@ -1,4 +1,4 @@
-"""Plain-text tables for the command line."""
+"""Plain-text tables (the command line and the demo's printed summary)."""
 from __future__ import annotations
 
 from typing import Any, Sequence
