@@ -34,6 +34,7 @@ from otelab.eval.report import Report
 from otelab.workbench.data import REPLAY_DRAW, REPLAY_SEED, Sizes, WorkbenchData, load_data
 from otelab.workbench.editors import (METHOD_NAMES, WorkbenchError, check_settings, method_options, plural,
                                       track_label, valid_modes)
+from otelab.workbench.editors import _combo_error  # noqa: F401  (tests check the registry through it)
 from otelab.workbench.measure import (METRICS, LatentProjection, edit_row, flat_tasks, glue_row, measure,
                                       project_states, step0_row, unedited_reference)
 from otelab.workbench.probe import generate, unedited_weights
