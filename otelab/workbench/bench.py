@@ -43,8 +43,8 @@ from otelab.workbench.track import Track, report_upto
 
 __all__ = ["Workbench", "Track", "Sizes", "WorkbenchData", "WorkbenchError", "LatentProjection", "BankValues",
            "load_data", "replay_data", "measure", "glue_row", "edit_row", "valid_modes", "method_options", "plural",
-           "track_label",
-           "unedited_weights", "METHOD_NAMES", "METRICS", "REPLAY_DRAW", "REPLAY_SEED", "FILL_COMMAND", "ci_size"]
+           "track_label", "unedited_weights", "METHOD_NAMES", "METRICS", "REPLAY_DRAW", "REPLAY_SEED", "FILL_COMMAND",
+           "ci_size"]
 
 
 class Workbench:
