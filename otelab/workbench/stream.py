@@ -14,27 +14,29 @@
   saves the session at checkpoints and resumes from both.
 - :func:`stream_report`: the run as an :class:`otelab.eval.report.Report` (one row per
   checkpoint, the retention matrix as ``retention/<batch>`` metrics).
+
+:class:`StreamEval` lives in :mod:`otelab.workbench.stream_eval`, the recorded runs' readers
+(:func:`stream_report`, :func:`load_runs`, :func:`recorded_runs`) in :mod:`otelab.workbench.records`;
+their names are importable from here too.
 """
 from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from otelab import ote
 from otelab.eval import metrics as M
-FORMAT = "otelab-stream/1"
-EDIT_KEYS = ("efficacy", "paraphrase", "specificity")
-BASE_KEYS = ("specificity_retained", "neighbourhood_top1", "neighbourhood_kl")
+from otelab.workbench.probe import unedited_weights
+from otelab.workbench.records import RESULTS_ENV, load_runs, recorded_runs, results_dir, run_label, stream_report
+from otelab.workbench.stream_eval import BASE_KEYS, EDIT_KEYS, FORMAT, StreamError, StreamEval, batch_sample
 
-
-class StreamError(ValueError):
-    """A stream could not be started or resumed; nothing was written."""
+__all__ = ["FORMAT", "EDIT_KEYS", "BASE_KEYS", "StreamError", "StreamEval", "batch_sample", "weight_stats",
+           "retention_matrix", "write_run", "run_stream", "stream_report", "run_label", "load_runs", "RESULTS_ENV",
+           "results_dir", "recorded_runs", "VALUE_SOURCES", "value_provider"]
 
 
 # ----------------------------------------------------------------------------- weights
@@ -96,186 +98,6 @@ def retention_matrix(scores: Sequence[Mapping[int, float]], steps_done: Sequence
     return {"steps": list(steps_done), "share": share, "n": count}
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-
-def batch_sample(n: int, batch_size: int, per_batch: Optional[int], seed: int) -> list[int]:
-    """A seeded sample of stream positions, ``per_batch`` from every batch (the checkpoint edit sample).
-
-    Arguments:
-        n: records in the stream.
-        batch_size: edits per step.
-        per_batch: positions drawn from each batch; ``None`` (or at least the batch's size): all of it.
-        seed: the draw's seed.
-
-    Returns:
-        Sorted stream positions.
-    """
-    rng = random.Random(seed)
-    sample: list[int] = []
-    for start in range(0, n, batch_size):
-        idx = list(range(start, min(start + batch_size, n)))
-        sample += idx if per_batch is None or per_batch >= len(idx) else sorted(rng.sample(idx, per_batch))
-    return sample
-
-
-
-
-def _summary(per: Sequence[Mapping[str, Any]], keys: Sequence[str], n_boot: int, seed: int) -> dict[str, Any]:
-    """Mean and bootstrap 95 % interval of each score over records."""
-    out: dict[str, Any] = {"n": len(per)}
-    for k in keys:
-        vals = [d[k] for d in per if k in d]
-        out[k] = M._nanmean(vals)
-        out[k + "_ci"] = list(M.bootstrap_ci(vals, n_boot=n_boot, seed=seed))
-    return out
-
-
-class StreamEval:
-    """What a stream is evaluated on, with the unedited model's answers cached before the first edit.
-
-    Arguments:
-        loaded: the :class:`otelab.models.loading.LoadedModel`, UNEDITED when this is built.
-        records: the stream's CounterFact-style records, in editing order.
-        batch_size: edits per step (fixes which batch each record belongs to).
-        texts: held-out texts for PPL / top-1 agreement (not the covariance's texts).
-        tasks: ``{task: items}`` for general capability (see :func:`otelab.eval.metrics.general_capability`).
-        demos: optional few-shot examples per task (default zero-shot).
-        sample_per_batch: records drawn (seeded) from every batch for the checkpoint
-            edit metrics and the retention matrix; ``None`` = all.
-        latent_records: records whose subject states are tracked (stream records among
-            them count as edited once edited); default: the first 20 sampled records.
-        latent_layer: ``hidden_states`` index for latent drift (default: the last edited
-            layer's output).
-        seed: the sample's seed (and the bootstrap's).
-        n_boot: bootstrap resamples.
-        eval_batch_size: sequences per forward pass.
-        max_len: token limit per held-out text.
-        capability_every: steps between general-capability evaluations (the costliest
-            checkpoint measure: 6 tasks × their items); ``None`` = at every checkpoint. The
-            unedited model and the final model are always evaluated.
-        progress: show progress bars.
-    """
-
-    def __init__(self, loaded, records: Sequence[Any], batch_size: int, *, texts: Sequence[str] = (),
-                 tasks: Optional[Mapping[str, Sequence[Mapping]]] = None,
-                 demos: Optional[Mapping[str, Sequence[Mapping]]] = None, sample_per_batch: Optional[int] = 20,
-                 latent_records: Optional[Sequence[Any]] = None, latent_layer: Optional[int] = None, seed: int = 0,
-                 n_boot: int = 1000, eval_batch_size: int = 32, max_len: int = 128,
-                 capability_every: Optional[int] = None, progress: bool = True):
-        self.records = list(records)
-        if not self.records:
-            raise StreamError("the stream has no records")
-        if batch_size < 1:
-            raise StreamError(f"batch_size must be >= 1, got {batch_size}")
-        for i, r in enumerate(self.records):  # malformed records fail here, before any model work
-            M._fact_pairs(r, M._where(r, i))
-        self.batch_size, self.seed, self.n_boot = int(batch_size), int(seed), int(n_boot)
-        self.batch_of = [i // self.batch_size for i in range(len(self.records))]
-        self.n_batches = self.batch_of[-1] + 1
-        self.sample = batch_sample(len(self.records), self.batch_size, sample_per_batch, seed)
-        self.tasks = {t: list(v) for t, v in (tasks or {}).items()}
-        self.demos = dict(demos) if demos else None
-        self.eval_batch_size, self.progress = int(eval_batch_size), progress
-        if capability_every is not None and capability_every < 1:
-            raise StreamError(f"capability_every must be >= 1 or None, got {capability_every}")
-        self.capability_every = capability_every
-        if latent_layer is None:
-            latent_layer = max(loaded.preset.layers) + 1
-        if latent_records is None:
-            latent_records = [self.records[i] for i in self.sample[:20]]
-        model, tok = loaded.model, loaded.tokenizer
-        t0 = time.perf_counter()
-        self.baseline = M.Baseline.compute(model, tok, [self.records[i] for i in self.sample],
-                                           texts=list(texts) or None, max_len=max_len, latent_layer=latent_layer,
-                                           latent_records=list(latent_records), batch_size=eval_batch_size,
-                                           show_progress=progress)
-        self.capability = (M.capability_answers(model, tok, self.tasks, 16, self.demos, progress)
-                           if self.tasks else None)
-        self.seconds = round(time.perf_counter() - t0, 2)
-
-    def settings(self) -> dict[str, Any]:
-        """The evaluation's sizes, for the run's JSON."""
-        return {"n_records": len(self.records), "batch_size": self.batch_size, "sample": len(self.sample),
-                "seed": self.seed, "n_boot": self.n_boot,
-                "texts": len(self.baseline.lm.seqs) if self.baseline.lm is not None else 0,
-                "latent_records": len(self.baseline.latent.records) if self.baseline.latent is not None else 0,
-                "latent_layer": self.baseline.latent.layer if self.baseline.latent is not None else None,
-                "tasks": {t: len(v) for t, v in self.tasks.items()},
-                "shots": self.capability.shots if self.capability is not None else 0,
-                "capability_every": self.capability_every,
-                "reference_seconds": self.seconds}
-
-    def _common(self, loaded, n_done: int, capability: bool = True) -> dict[str, Any]:
-        """LM drift, latent drift and (when ``capability``) general capability."""
-        from otelab.eval.drift import lm_drift
-
-        model, tok = loaded.model, loaded.tokenizer
-        out: dict[str, Any] = {}
-        if self.baseline.lm is not None:
-            out["lm"] = lm_drift(model, tok, self.baseline.lm, show_progress=False)
-        if self.baseline.latent is not None:
-            out["latent"] = self.baseline.latent.drift(model, tok, self.records[:n_done], self.eval_batch_size)
-        if self.capability is not None and capability:
-            # before the first edit the model's answers are the cached reference answers
-            cap = (M.capability_scores(self.capability, self.capability) if n_done == 0 else
-                   M.general_capability(model, tok, self.tasks, 16, False, reference=self.capability,
-                                        demos=self.demos))
-            out["capability"] = cap
-            out["capability_mean"] = {k: sum(d[k] for d in cap.values()) / len(cap)
-                                      for k in ("acc", "f1", "agreement", "margin", "margin_change")}
-        return out
-
-    def checkpoint(self, loaded, steps_done: int) -> dict[str, Any]:
-        """Evaluate the model after ``steps_done`` steps (edit metrics on the sample's edited records).
-
-        Returns:
-            ``{"step", "edits", "lm", "latent", "capability", "capability_mean", "edit_sample"
-            (means, bootstrap intervals, n), "efficacy" ({record index: 0/1}), "seconds"}``.
-        """
-        t0 = time.perf_counter()
-        n_done = min(steps_done * self.batch_size, len(self.records))
-        out: dict[str, Any] = {"step": steps_done, "edits": n_done}
-        due = self.capability_every is None or steps_done % self.capability_every == 0
-        out.update(self._common(loaded, n_done, capability=due))
-        idx = [i for i in self.sample if i < n_done]
-        if idx:
-            res = M.edit_scores(loaded.model, loaded.tokenizer, [self.records[i] for i in idx],
-                                self.eval_batch_size, self.baseline, show_progress=False)
-            out["edit_sample"] = _summary(res["per_record"], EDIT_KEYS + BASE_KEYS, self.n_boot, self.seed)
-            out["efficacy"] = {str(i): d["efficacy"] for i, d in zip(idx, res["per_record"])}
-        out["seconds"] = round(time.perf_counter() - t0, 2)
-        return out
-
-    def final(self, loaded, steps_done: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The last checkpoint and the edit metrics over EVERY edited record.
-
-        The checkpoint's sample numbers are read off the all-record scores (the
-        vs-unedited neighbourhood variants are left out there, so nothing is scored twice).
-
-        Returns:
-            ``(checkpoint, all_records)``; ``all_records`` holds the means, ``n``, the
-            bootstrap intervals, the per-record efficacy / paraphrase / specificity lists
-            (stream order) and its ``seconds``.
-        """
-        t0 = time.perf_counter()
-        n_done = min(steps_done * self.batch_size, len(self.records))
-        ck: dict[str, Any] = {"step": steps_done, "edits": n_done}
-        ck.update(self._common(loaded, n_done))
-        ck["seconds"] = round(time.perf_counter() - t0, 2)
-        t1 = time.perf_counter()
-        res = M.edit_scores(loaded.model, loaded.tokenizer, self.records[:n_done], self.eval_batch_size, None,
-                            show_progress=self.progress)
-        per = res["per_record"]
-        allrec = _summary(per, EDIT_KEYS, self.n_boot, self.seed)
-        allrec.update({k + "_per_record": [d[k] for d in per] for k in EDIT_KEYS})
-        allrec["seconds"] = round(time.perf_counter() - t1, 2)
-        idx = [i for i in self.sample if i < n_done]
-        ck["edit_sample"] = _summary([per[i] for i in idx], EDIT_KEYS, self.n_boot, self.seed)
-        ck["efficacy"] = {str(i): per[i]["efficacy"] for i in idx}
-        return ck, allrec
-
-
 # ----------------------------------------------------------------------------- the run
 
 
@@ -323,6 +145,90 @@ def _refresh_retention(run: dict, ev: StreamEval) -> None:
     run["retention"] = retention_matrix(scores, [c["step"] for c in cks], ev.batch_of, ev.n_batches)
 
 
+def _resume_run(out: Path, session, ev: StreamEval, ids: list) -> dict[str, Any]:
+    """The saved run of ``out``, cut back to the session's saved step (what came after is redone).
+
+    Raises:
+        StreamError: ``out`` is missing or records another stream, other editor settings or another step.
+    """
+    if not out.is_file():
+        raise StreamError(f"cannot resume: {out} does not exist")
+    run = json.loads(out.read_text(encoding="utf-8"))
+    if run.get("format") != FORMAT:
+        raise StreamError(f"{out} is not an otelab stream run (format {run.get('format')!r})")
+    if run["stream"]["case_ids"] != ids or run["stream"]["batch_size"] != ev.batch_size:
+        raise StreamError(f"{out} records a different stream (case ids or batch size differ)")
+    here = {"method": session.method, "mode": session.mode, "layers": list(session.layers),
+            "preset": session.loaded.preset.to_dict()}
+    diff = [k for k in here if json.loads(json.dumps(here[k])) != run["session"].get(k)]
+    if diff:
+        raise StreamError(f"{out} was run with other editor settings ({', '.join(diff)} differ)")
+    done = int(run.get("session_step", 0))
+    if session.n_steps != done:
+        raise StreamError(f"{out} was saved with the session at step {done}, the session given is at step "
+                          f"{session.n_steps}; load the session saved beside it")
+    # what came after the last saved session is redone
+    run["steps"] = [s for s in run["steps"] if s["step"] <= done]
+    run["checkpoints"] = [c for c in run["checkpoints"] if c["step"] <= done]
+    run["final"] = None
+    return run
+
+
+def _start_run(out: Path, session, ev: StreamEval, ids: list,
+               settings: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """A new run: its header, checkpoint 0 (the unedited model), written to ``out``.
+
+    Raises:
+        StreamError: ``out`` exists, or the session has already stepped.
+    """
+    if out.exists():
+        raise StreamError(f"{out} exists; pass resume=True to continue it, or choose another file")
+    if session.n_steps:
+        raise StreamError(f"the session has already made {session.n_steps} step(s); start from a fresh one")
+    run = {"format": FORMAT, "settings": dict(settings or {}),
+           "session": {"method": session.method, "mode": session.mode, "layers": list(session.layers),
+                       "preset": session.loaded.preset.to_dict()},
+           "evaluation": ev.settings(), "stream": {"case_ids": ids, "batch_size": ev.batch_size},
+           "sample": ev.sample, "unedited_weights": weight_stats(session), "steps": [], "checkpoints": [],
+           "final": None, "retention": None, "session_step": 0, "session_dir": None,
+           "timings": {"reference": ev.seconds}}
+    json.dumps(run["settings"])  # settings must be JSON before any work
+    run["checkpoints"].append(ev.checkpoint(session.loaded, 0))
+    _refresh_retention(run, ev)
+    write_run(out, run)
+    return run
+
+
+def _stream_step(session, ev: StreamEval, run: dict, b: int, values, checkpoint_every: int,
+                 session_dir) -> dict[str, Any]:
+    """Edit batch ``b``, record its step (and checkpoint, session save) in ``run``; the step's entry."""
+    n_steps = ev.n_batches
+    reqs = _requests(ev.records[b * ev.batch_size:(b + 1) * ev.batch_size])
+    t0 = time.perf_counter()
+    val = values(reqs) if values is not None else None
+    t_val = time.perf_counter() - t0
+    rec = session.step(reqs, values=val)
+    step = {"step": rec.step, "edits": min(rec.step * ev.batch_size, len(ev.records)),
+            "delta_norms": rec.delta_norms, "timings": dict(rec.timings, provider_values=round(t_val, 3))}
+    step.update(weight_stats(session))
+    run["steps"].append(step)
+    last = rec.step == n_steps
+    if rec.step % checkpoint_every == 0 or last:
+        if last:
+            ck, allrec = ev.final(session.loaded, rec.step)
+            run["final"] = allrec
+        else:
+            ck = ev.checkpoint(session.loaded, rec.step)
+        run["checkpoints"].append(ck)
+        _refresh_retention(run, ev)
+        if session_dir is not None:
+            t = time.perf_counter()
+            session.save(session_dir)
+            run["session_step"] = rec.step
+            step["timings"]["save"] = round(time.perf_counter() - t, 3)
+    return step
+
+
 def run_stream(session, evaluator: StreamEval, out: str | Path, *,
                values: Optional[Callable[[list], Any]] = None, checkpoint_every: int = 5,
                session_dir: Optional[str | Path] = None, resume: bool = False,
@@ -365,190 +271,19 @@ def run_stream(session, evaluator: StreamEval, out: str | Path, *,
     ids = _case_ids(ev.records)
     n_steps = ev.n_batches
     if resume:
-        if not out.is_file():
-            raise StreamError(f"cannot resume: {out} does not exist")
-        run = json.loads(out.read_text(encoding="utf-8"))
-        if run.get("format") != FORMAT:
-            raise StreamError(f"{out} is not an otelab stream run (format {run.get('format')!r})")
-        if run["stream"]["case_ids"] != ids or run["stream"]["batch_size"] != ev.batch_size:
-            raise StreamError(f"{out} records a different stream (case ids or batch size differ)")
-        here = {"method": session.method, "mode": session.mode, "layers": list(session.layers),
-                "preset": session.loaded.preset.to_dict()}
-        diff = [k for k in here if json.loads(json.dumps(here[k])) != run["session"].get(k)]
-        if diff:
-            raise StreamError(f"{out} was run with other editor settings ({', '.join(diff)} differ)")
-        done = int(run.get("session_step", 0))
-        if session.n_steps != done:
-            raise StreamError(f"{out} was saved with the session at step {done}, the session given is at step "
-                              f"{session.n_steps}; load the session saved beside it")
-        # what came after the last saved session is redone
-        run["steps"] = [s for s in run["steps"] if s["step"] <= done]
-        run["checkpoints"] = [c for c in run["checkpoints"] if c["step"] <= done]
-        run["final"] = None
+        run = _resume_run(out, session, ev, ids)
     else:
-        if out.exists():
-            raise StreamError(f"{out} exists; pass resume=True to continue it, or choose another file")
-        if session.n_steps:
-            raise StreamError(f"the session has already made {session.n_steps} step(s); start from a fresh one")
-        run = {"format": FORMAT, "settings": dict(settings or {}),
-               "session": {"method": session.method, "mode": session.mode, "layers": list(session.layers),
-                           "preset": session.loaded.preset.to_dict()},
-               "evaluation": ev.settings(), "stream": {"case_ids": ids, "batch_size": ev.batch_size},
-               "sample": ev.sample, "unedited_weights": weight_stats(session), "steps": [], "checkpoints": [],
-               "final": None, "retention": None, "session_step": 0, "session_dir": None,
-               "timings": {"reference": ev.seconds}}
-        json.dumps(run["settings"])  # settings must be JSON before any work
-        run["checkpoints"].append(ev.checkpoint(session.loaded, 0))
-        _refresh_retention(run, ev)
-        write_run(out, run)
+        run = _start_run(out, session, ev, ids, settings)
     if session_dir is not None:
         run["session_dir"] = str(session_dir)
     start = session.n_steps
     bar = tqdm(range(start, n_steps), desc=f"{session.method}/{session.mode}", disable=not progress,
                initial=start, total=n_steps)
     for b in bar:
-        reqs = _requests(ev.records[b * ev.batch_size:(b + 1) * ev.batch_size])
-        t0 = time.perf_counter()
-        val = values(reqs) if values is not None else None
-        t_val = time.perf_counter() - t0
-        rec = session.step(reqs, values=val)
-        step = {"step": rec.step, "edits": min(rec.step * ev.batch_size, len(ev.records)),
-                "delta_norms": rec.delta_norms, "timings": dict(rec.timings, provider_values=round(t_val, 3))}
-        step.update(weight_stats(session))
-        run["steps"].append(step)
-        last = rec.step == n_steps
-        if rec.step % checkpoint_every == 0 or last:
-            if last:
-                ck, allrec = ev.final(session.loaded, rec.step)
-                run["final"] = allrec
-            else:
-                ck = ev.checkpoint(session.loaded, rec.step)
-            run["checkpoints"].append(ck)
-            _refresh_retention(run, ev)
-            if session_dir is not None:
-                t = time.perf_counter()
-                session.save(session_dir)
-                run["session_step"] = rec.step
-                step["timings"]["save"] = round(time.perf_counter() - t, 3)
+        step = _stream_step(session, ev, run, b, values, checkpoint_every, session_dir)
         write_run(out, run)
         bar.set_postfix(dW=f"{sum(step['dW'].values()):.0f}")
     return run
-
-
-def stream_report(run: Mapping[str, Any], label: Optional[str] = None):
-    """A run's checkpoints as an :class:`otelab.eval.report.Report` (step = edits so far).
-
-    Metrics: ``ppl``, ``top1_agreement``, ``latent_drift`` (and ``_unrelated`` / ``_edited``),
-    ``glue/<task>/<acc|f1|agreement|margin|margin_change>``, ``efficacy`` / ``paraphrase`` / ``specificity`` of
-    the sample (``_lo`` / ``_hi``: the bootstrap interval), ``dW/<layer>`` and ``cond/<layer>``,
-    and the retention matrix as ``retention/<batch>`` (1-based batch, the share at that checkpoint).
-    """
-    from otelab.eval.report import Report
-
-    rep = Report(label, meta={"settings": run.get("settings", {}), "session": run.get("session", {})})
-    bs = run["stream"]["batch_size"]
-    for s in run["steps"]:
-        rep.add(s["edits"], {f"dW/{l}": v for l, v in s["dW"].items()})
-        rep.add(s["edits"], {f"cond/{l}": v for l, v in s["cond"].items()})
-    for c in run["checkpoints"]:
-        row: dict[str, Any] = {}
-        if "lm" in c:
-            row.update(ppl=c["lm"]["ppl"], top1_agreement=c["lm"]["top1_agreement"])
-        if "latent" in c:
-            row.update(latent_drift=c["latent"]["cos_drift"], latent_drift_unrelated=c["latent"]["cos_drift_unrelated"],
-                       latent_drift_edited=c["latent"]["cos_drift_edited"])
-        for task, d in c.get("capability", {}).items():
-            row.update({f"glue/{task}/{k}": d[k] for k in ("acc", "f1", "agreement", "margin", "margin_change")})
-        for k in EDIT_KEYS:
-            if "edit_sample" in c:
-                row[k] = c["edit_sample"][k]
-                row[k + "_lo"], row[k + "_hi"] = c["edit_sample"][k + "_ci"]
-        rep.add(c["edits"], row)
-    ret = run.get("retention")
-    if ret:
-        for b, shares in enumerate(ret["share"]):
-            for step, v in zip(ret["steps"], shares):
-                if v is not None:
-                    rep.add(min(step * bs, len(run["stream"]["case_ids"])), {f"retention/{b + 1}": v})
-    return rep
-
-
-def run_label(run: Mapping[str, Any]) -> str:
-    """A short name for a recorded run, from its settings: ``"MEMIT aligned λ=10000"``, with the
-    options that differ from the protocol's defaults (RECT's share, per-step values, one-time edit)."""
-    st = run.get("settings", {})
-    ses = run.get("session", {})
-    method, mode = st.get("method", ses.get("method", "?")), st.get("mode", ses.get("mode", "?"))
-    parts = [ote.display_name(method)]
-    n, bs = len(run.get("stream", {}).get("case_ids", [])), run.get("stream", {}).get("batch_size")
-    parts.append("one-time edit" if n and bs and bs >= n else mode)
-    if method == "rect" and st.get("rect_keep") not in (None, ote.EDITORS["rect"].options["rect_keep"]):
-        parts.append(f"{int(round(100 * st['rect_keep']))}%")
-    if st.get("values") == "edited":
-        parts.append("per-step values")
-    if st.get("cov_weight") is not None:
-        parts.append(f"λ={st['cov_weight']:g}")
-    return " ".join(parts)
-
-
-def load_runs(folder: str | Path, pattern: str = "*.json") -> dict[str, dict[str, Any]]:
-    """Every recorded stream run (``otelab-stream/1`` JSON) in ``folder``, by :func:`run_label`.
-
-    Arguments:
-        folder: a results folder, e.g. ``experiments/results/paper2000``.
-        pattern: file-name glob.
-
-    Returns:
-        ``{label: run}`` in file-name order; each run gains ``"file"`` (its name) and
-        ``"complete"`` (True when the final all-record evaluation is in it).
-        Files of another format are skipped; a file that is not JSON raises, naming it.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for f in sorted(Path(folder).glob(pattern)):
-        try:
-            run = json.loads(f.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise StreamError(f"{f}: not valid JSON ({e})") from None
-        if not isinstance(run, dict) or run.get("format") != FORMAT:
-            continue
-        run["file"], run["complete"] = f.name, run.get("final") is not None
-        out[run_label(run)] = run
-    return out
-
-
-RESULTS_ENV = "OTELAB_RESULTS_DIR"
-
-
-def results_dir() -> Path:
-    """The folder of recorded experiments: ``$OTELAB_RESULTS_DIR``, else the checkout's ``experiments/results``.
-
-    Found from the package's own location, not the working directory, so a notebook
-    finds the records wherever it runs (a copy in another folder, a test's temporary root).
-    The folder may not exist (an installed package without the repository).
-    """
-    import os
-
-    env = os.environ.get(RESULTS_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "experiments" / "results"
-
-
-def recorded_runs(*folders: str | Path, complete: bool = True) -> tuple[Optional[Path], dict[str, dict[str, Any]]]:
-    """The runs of the first folder that holds a complete recorded run (e.g. ``paper2000``, then ``results``).
-
-    Arguments:
-        folders: results folders, in order of preference (a missing folder is skipped);
-            default ``results_dir() / "paper2000"``, then :func:`results_dir`.
-        complete: keep only the complete runs (their final all-record evaluation is in).
-
-    Returns:
-        ``(folder, {label: run})`` (:func:`load_runs`), or ``(None, {})`` when no folder has a complete run.
-    """
-    folders = folders or (results_dir() / "paper2000", results_dir())
-    for folder in folders:
-        runs = load_runs(folder) if Path(folder).is_dir() else {}
-        if any(r["complete"] for r in runs.values()):
-            return Path(folder), {k: r for k, r in runs.items() if r["complete"] or not complete}
-    return None, {}
 
 
 # ----------------------------------------------------------------------------- values
@@ -576,8 +311,6 @@ def value_provider(session, source: str = "bank", bank_path: Optional[str | Path
         ``f(requests) -> ValueResult``, or None for ``"edited"`` with the default templates
         (``session.step`` then optimises the values itself).
     """
-    from otelab.workbench.bench import unedited_weights
-
     if source not in VALUE_SOURCES:
         raise StreamError(f"unknown value source {source!r}; choose from {', '.join(VALUE_SOURCES)}")
     if source == "edited":
