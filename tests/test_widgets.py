@@ -294,6 +294,22 @@ def test_eval_every_controls_the_slow_metrics(data):
     assert len(ui.figures["capability"].data[0].x) == 3   # steps 0, 2, 3
 
 
+def _latent_note(ui) -> str:
+    return " ".join(a.text for a in ui.figures["latent"].layout.annotations if "UMAP" in (a.text or "")
+                    and a.text != "UMAP")
+
+
+def test_the_latent_panel_says_when_its_umap_comes_or_that_none_will(data):
+    ui = WorkbenchUI(make_wb(data, compare=None, eval_every=2))
+    assert "after step 2" in _latent_note(ui)                   # before the first slow evaluation
+    ui.eval_every.value = 0                                      # replay mode's setting: never
+    ui.step_button.click()
+    assert ui.workbench.projection is None and "slow evaluations are off" in _latent_note(ui)
+    ui.eval_every.value = 3
+    ui.step_button.click()
+    assert "after step 3" in _latent_note(ui)                   # 2 steps done: due at the next multiple
+
+
 # ---------------------------------------------------------------- unedited reference
 
 

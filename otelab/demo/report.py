@@ -163,7 +163,8 @@ def pair_sections(p: dict, index: int, results: dict, projection=None) -> list[t
             f"{lines} {panel.caption}" if panel.caption else lines)
         if "projection" in panel.needs and proj is None:
             caption += " (UMAP not drawn in this run.)"
-        secs.append(("figure", f"{short}: {panel.title}", panels.build(panel, rep, projection=proj, order=[la, lb]),
+        secs.append(("figure", f"{short}: {panel.title}",
+                     panels.build(panel, rep, projection=proj, order=[la, lb], umap_note="UMAP not drawn in this run"),
                      caption))
     return secs
 

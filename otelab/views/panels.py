@@ -166,6 +166,8 @@ def lm_figure(report: "Report", *, widget: bool = False, order: Optional[Sequenc
         report: one run or several.
         widget: return a ``go.FigureWidget``.
         order: the runs in session order (:func:`run_order`).
+        umap_note: what the empty box says without a projection (when one comes, or that none will;
+            :meth:`otelab.workbench.bench.Workbench.umap_note`); default: at the next slow evaluation.
     """
     series, labels = report_series(report), run_order(report, order)
     styles = run_styles(labels)
@@ -195,7 +197,7 @@ def lm_figure(report: "Report", *, widget: bool = False, order: Optional[Sequenc
 
 
 def latent_figure(report: "Report", projection: Optional["LatentProjection"] = None, *, widget: bool = False,
-                  order: Optional[Sequence] = None):
+                  order: Optional[Sequence] = None, umap_note: Optional[str] = None):
     """Panel 4: UMAP of subject hidden states before/after (left) and projection-free drift vs step (right).
 
     Arguments:
@@ -203,7 +205,7 @@ def latent_figure(report: "Report", projection: Optional["LatentProjection"] = N
             (mean 1 − cos between the unedited and edited states).
         projection: a :class:`otelab.workbench.bench.LatentProjection` (or anything with ``step``,
             ``before [n, 2]``, ``after {label: [n, 2]}``, ``edited [n]``, ``names [n]``); None:
-            the left plot is an empty box saying when the UMAP appears.
+            the left plot is an empty box with ``umap_note``.
         widget: return a ``go.FigureWidget``.
         order: the runs in session order (:func:`run_order`).
     """
@@ -238,7 +240,7 @@ def latent_figure(report: "Report", projection: Optional["LatentProjection"] = N
             (f"after {styles[l]['letter'] if l in styles else l}", PALETTE[(r + 1) % len(PALETTE)])
             for r, l in enumerate(after)]) + "   ★ edited, ○ unrelated subjects")
     else:   # an empty box with the note in its middle, no axes to sit on
-        empty_note(fig, "the UMAP appears at<br>the next slow evaluation", x=0.5, y=0.5, xref="x domain",
+        empty_note(fig, umap_note or "the UMAP appears at<br>the next slow evaluation", x=0.5, y=0.5, xref="x domain",
                     yref="y domain")
     drift = (("latent_drift_edited", "edited", "#d62728"), ("latent_drift_unrelated", "unrelated", "#1f77b4"))
     for label in labels:
@@ -306,7 +308,7 @@ class Panel:
         builder: ``builder(report, *, widget, **inputs) -> go.Figure``.
         needs: the inputs the builder takes besides the report, by keyword: ``order`` (the runs in
             session order), ``projection`` (a :class:`otelab.workbench.bench.LatentProjection` or None),
-            ``flat`` (tasks whose accuracy cannot move).
+            ``flat`` (tasks whose accuracy cannot move), ``umap_note`` (the latent panel's text without a UMAP).
         metrics: the report metrics it draws (``<task>``: any probe task).
         caption: the HTML report's sentence under it, after the pair's line.
         live: one of the workbench's live panels (else only in the HTML report).
@@ -329,7 +331,7 @@ PANELS = (
           ("glue/<task>/acc", "glue/<task>/agreement", "glue/<task>/margin"),
           caption="Probe accuracy before editing (step 0) and after the last step."),
     Panel("lm", "language-model drift", lm_figure, ("order",), ("ppl", "ppl_unedited", "top1_agreement")),
-    Panel("latent", "latent drift", latent_figure, ("order", "projection"),
+    Panel("latent", "latent drift", latent_figure, ("order", "projection", "umap_note"),
           ("latent_drift_edited", "latent_drift_unrelated"),
           caption="States at the output of the last edited block, subject's last token."),
     Panel("delta", "weight change", delta_figure, (), ("delta_norm",), live=False),

@@ -175,7 +175,7 @@ class WorkbenchUI(SessionControls):
         """The live panels of the workbench's reports, sessions in track order (A solid, B dashed)."""
         wb = self.workbench
         report, order = wb.report(), [t.label for t in wb.tracks]
-        inputs = dict(order=order, projection=wb.projection, flat=wb.flat_tasks())
+        inputs = dict(order=order, projection=wb.projection, flat=wb.flat_tasks(), umap_note=wb.umap_note())
         return {p.key: panels.build(p, report, **inputs) for p in panels.PANELS if p.live}
 
     def _set_message(self, text: str, error: bool = False) -> None:

@@ -280,6 +280,15 @@ class Workbench:
         """The latest UMAP picture (None before the first slow evaluation)."""
         return self.projections[max(self.projections)] if self.projections else None
 
+    def umap_note(self) -> str:
+        """What the latent panel says while there is no UMAP: the step that draws one, or why none will."""
+        if self.baseline.latent is None:
+            return "no UMAP: this workbench<br>measures no subject states"
+        if self.eval_every <= 0:
+            return "no UMAP: slow evaluations are off<br>(eval every 0, as in replay mode)"
+        due = (self.n_steps // self.eval_every + 1) * self.eval_every
+        return f"the UMAP appears after step {due}<br>(slow evaluations every {self.eval_every} steps)"
+
     def phases(self, k: int = 1) -> int:
         """How many progress ticks :meth:`step` ``(k)`` reports (for a progress bar's maximum)."""
         total = 0
