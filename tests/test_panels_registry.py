@@ -100,7 +100,7 @@ def extra_panel(monkeypatch):
 def test_a_new_row_shows_in_the_workbench_panels(extra_panel):
     rep = two_runs()
     wb = SimpleNamespace(report=lambda: rep, tracks=[SimpleNamespace(label="naive"), SimpleNamespace(label="aligned")],
-                         projection=None, flat_tasks=lambda: [])
+                         projection=None, flat_tasks=lambda: [], umap_note=lambda: "no UMAP")
     figs = WorkbenchUI._panels(SimpleNamespace(workbench=wb))
     assert list(figs) == ["edit", "capability", "lm", "latent", "spark"]
     assert list(figs["spark"].data[0].x) == ["naive", "aligned"]
