@@ -107,3 +107,26 @@ def data_dir() -> Path:
         if path.is_dir():
             return path
     pytest.skip("no reference data: set OTELAB_DATA_DIR (CI points it at ../shared/data)")
+
+
+# ------------------------------------------------------------------ the demo without downloads
+
+DEMO_TEXTS = ["The river flows through the old town and past the mill before it reaches the sea. " * 3,
+              "Many birds spend the winter in warmer regions and return north in the spring to breed. " * 3]
+
+
+@pytest.fixture
+def offline_texts(monkeypatch):
+    """Held-out texts without any download (the demo and the workbench read them through otelab.data.texts)."""
+    import otelab.data.texts
+
+    monkeypatch.setattr(otelab.data.texts, "held_out_texts", lambda n, min_chars=200: DEMO_TEXTS[:n])
+
+
+@pytest.fixture
+def corpus_file(tmp_path) -> str:
+    """A small text file for the preserved covariance (``--corpus``), no download."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(f"Paragraph {i}: the town of Ashford lies on a river; its market sells bread, "
+                                 f"cheese and wool to visitors from the north." for i in range(80)))
+    return str(path)

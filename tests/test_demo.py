@@ -12,26 +12,6 @@ from otelab.demo import run as demo
 
 from otelab.views import html_report
 PANELS = ("edit metrics", "general capability", "language-model drift", "latent drift", "weight change")
-TEXTS = ["The river flows through the old town and past the mill before it reaches the sea. " * 3,
-         "Many birds spend the winter in warmer regions and return north in the spring to breed. " * 3]
-
-
-@pytest.fixture
-def offline_texts(monkeypatch):
-    """Held-out texts without any download (the demo reads them through otelab.data.texts)."""
-    import otelab.data.texts
-
-    monkeypatch.setattr(otelab.data.texts, "held_out_texts", lambda n, min_chars=200: TEXTS[:n])
-
-
-@pytest.fixture
-def corpus_file(tmp_path):
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n\n".join(f"Paragraph {i}: the town of Ashford lies on a river; its market sells bread, "
-                                f"cheese and wool to visitors from the north." for i in range(80)))
-    return str(path)
-
-
 def _run(tmp_path, *extra):
     out = tmp_path / "demo"
     rc = demo.main(["--quick", "--out", str(out), "--no-progress", *extra])
