@@ -58,6 +58,36 @@ def _load_records(spec: str, n: int):
     return data.load_zsre(path, n=n, errors="skip") if looks_zsre else data.load_counterfact(path, n=n)
 
 
+def _argument_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments (a missing or corrupt session too), before the model loads; or None."""
+    if args.n is not None and args.n < 1:
+        return "--n must be >= 1"
+    if args.batch < 1:
+        return "--batch must be >= 1"
+    if args.session:
+        from otelab.engine.store import SessionError, read
+
+        try:
+            read(args.session)
+        except SessionError as err:
+            return f"cannot load session {args.session!r}: {err}"
+    return None
+
+
+def _load_session(args: argparse.Namespace, loaded, records, texts):
+    """``(session, baseline)``: the unedited outputs cached first, then the saved session applied; None, None
+    without ``--session``. Raises OSError / ValueError when the session does not fit the model."""
+    if not args.session:
+        return None, None
+    from otelab.engine.session import EditSession
+    from otelab.eval.baseline import Baseline
+
+    baseline = Baseline.compute(loaded.model, loaded.tokenizer, records, texts=texts or None,
+                                latent_layer=max(loaded.preset.layers) + 1, batch_size=args.batch,
+                                show_progress=True)
+    return EditSession.load(args.session, loaded, progress=True), baseline
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``otelab eval``; returns the process exit code."""
     import sys
@@ -67,20 +97,10 @@ def run(args: argparse.Namespace) -> int:
     from otelab.models.loading import load_model
     from otelab.eval.report import Report, evaluate
 
-    if args.n is not None and args.n < 1:
-        print("otelab eval: --n must be >= 1", file=sys.stderr)
+    why = _argument_error(args)
+    if why:
+        print(f"otelab eval: {why}", file=sys.stderr)
         return 2
-    if args.batch < 1:
-        print("otelab eval: --batch must be >= 1", file=sys.stderr)
-        return 2
-    if args.session:   # a missing or corrupt session fails here, before the model loads
-        from otelab.engine.store import SessionError, read
-
-        try:
-            read(args.session)
-        except SessionError as err:
-            print(f"otelab eval: cannot load session {args.session!r}: {err}", file=sys.stderr)
-            return 2
     t0 = time.time()
     try:
         records = _load_records(args.data, args.n)
@@ -99,19 +119,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"otelab eval: {loaded.preset.name} on {len(records)} records of {args.data!r}"
           + (f", session {args.session}" if args.session else ""), file=sys.stderr)
 
-    session = None
-    baseline = None
-    if args.session:
-        from otelab.engine.session import EditSession
-        # the unedited model's outputs, cached before the session's edits are applied
-        latent_layer = max(loaded.preset.layers) + 1
-        baseline = M.Baseline.compute(model, tok, records, texts=texts or None, latent_layer=latent_layer,
-                                      batch_size=args.batch, show_progress=True)
-        try:
-            session = EditSession.load(args.session, loaded, progress=True)
-        except (OSError, ValueError) as err:
-            print(f"otelab eval: cannot load session {args.session!r}: {err}", file=sys.stderr)
-            return 2
+    try:
+        session, baseline = _load_session(args, loaded, records, texts)
+    except (OSError, ValueError) as err:
+        print(f"otelab eval: cannot load session {args.session!r}: {err}", file=sys.stderr)
+        return 2
 
     metrics = evaluate(loaded, records=records, baseline=baseline, glue_tasks=tasks or None,
                        texts=texts or None, batch_size=args.batch, show_progress=True)
