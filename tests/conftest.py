@@ -14,18 +14,9 @@ import torch
 
 from otelab.data.requests import EditRequest
 from otelab.models.loading import ARCHES, LoadedModel, tiny_model
+from shared import REQUESTS, _eye_cov
 
 REPO = Path(__file__).resolve().parents[1]
-
-# five requests: subjects of one to four words, at the start, in the middle and before a possessive
-REQUESTS = (
-    EditRequest("{} lives in the city of", "Alice Smith", "Paris"),
-    EditRequest("The capital of {} is", "Norway", "Rome"),
-    EditRequest("{} plays", "Bob", "chess"),
-    EditRequest("People in {} speak", "the land of Oz", "French"),
-    EditRequest("{}'s favourite food is", "Carol", "pizza"),
-)
-
 
 @pytest.fixture(scope="session")
 def make_tiny() -> Callable[..., LoadedModel]:
@@ -51,18 +42,6 @@ def tiny_any(request, make_tiny) -> LoadedModel:
 def edit_requests() -> list[EditRequest]:
     """Five edit requests (a fresh list; the requests themselves are immutable)."""
     return list(REQUESTS)
-
-
-def _eye_cov(lm: LoadedModel, scale: float = 1.0) -> dict[int, torch.Tensor]:
-    """C0 = scale · I for every edited layer of ``lm``: a covariance that needs no corpus.
-
-    Arguments:
-        lm: the model.
-        scale: the diagonal.
-    Returns:
-        layer -> ``[d_i, d_i]``.
-    """
-    return {l: scale * torch.eye(lm.adapter.get_W(lm.model, l).shape[1]) for l in lm.layers}
 
 
 def _spd(d: int, seed: int = 0, n: int | None = None, dtype=torch.float64) -> torch.Tensor:

@@ -11,7 +11,7 @@ from otelab.data.requests import EditRequest
 from otelab.engine.values import ValueResult
 from otelab.models.loading import tiny_model
 
-from conftest import REQUESTS, _eye_cov
+from shared import REQUESTS, _eye_cov
 
 ARCHES = ["llama", "gpt2", "gptj", "qwen2"]
 REQS = list(REQUESTS)
