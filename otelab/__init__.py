@@ -29,7 +29,8 @@ from otelab.engine.session import METHODS, SESSION_MODES, EditSession, SessionEr
 from otelab.data.loaders import DataError, FactRecord, ZsreRecord, load_counterfact, load_factbank, load_glue, load_probes, load_zsre
 from otelab.eval.metrics import Baseline, edit_scores, general_capability
 from otelab.eval.drift import LMBaseline, latent_drift, lm_drift, perplexity
-from otelab.eval.report import Report, evaluate
+from otelab.eval.report import Report
+from otelab.eval.measure import METRICS, evaluate, measure
 from importlib.metadata import PackageNotFoundError, version as _version
 
 try:
@@ -49,5 +50,5 @@ __all__ = [
     "METHODS", "SESSION_MODES", "EditSession", "SessionError", "StepRecord",
     "DataError", "FactRecord", "ZsreRecord", "load_counterfact", "load_factbank", "load_glue", "load_probes",
     "load_zsre", "Baseline", "edit_scores", "general_capability", "LMBaseline", "latent_drift", "lm_drift",
-    "perplexity", "Report", "evaluate", "__version__",
+    "perplexity", "Report", "METRICS", "measure", "evaluate", "__version__",
 ]

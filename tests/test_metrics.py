@@ -11,7 +11,8 @@ import torch
 from otelab.eval import batching as B
 from otelab.eval import drift as D
 from otelab.eval import metrics as M
-from otelab.eval.report import Report, evaluate
+from otelab.eval.measure import measure as evaluate
+from otelab.eval.report import Report
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from otelab.eval.report import Report, evaluate
+from otelab.eval.measure import measure as evaluate
+from otelab.eval.report import Report
 
 
 def _run(label="aligned"):

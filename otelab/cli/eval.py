@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
     from otelab.eval import metrics as M
     from otelab.models.loading import load_model
-    from otelab.eval.report import Report, evaluate
+    from otelab.eval.measure import measure
+    from otelab.eval.report import Report
 
     why = _argument_error(args)
     if why:
@@ -125,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"otelab eval: cannot load session {args.session!r}: {err}", file=sys.stderr)
         return 2
 
-    metrics = evaluate(loaded, records=records, baseline=baseline, glue_tasks=tasks or None,
-                       texts=texts or None, batch_size=args.batch, show_progress=True)
+    metrics = measure(loaded, records=records, baseline=baseline, glue_tasks=tasks or None,
+                      texts=texts or None, batch_size=args.batch, show_progress=True)
     if session is not None and session.requests:
         own = M.edit_scores(model, tok, session.requests, args.batch, show_progress=True)
         metrics["edits/efficacy"] = own["efficacy"]

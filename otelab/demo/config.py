@@ -16,27 +16,27 @@ DEFAULT_PAIRS = (("alphaedit:memorize-full", "alphaedit:memorize-nullspace"),
                  ("memit:aligned", "memit:naive"))
 
 
-@dataclass
-class DemoConfig:
+@dataclass(frozen=True)
+class DemoConfig(Sizes):
     """Everything that decides what the demo runs (all of it is written to metrics.json).
 
+    The workbench's :class:`otelab.workbench.data.Sizes` (the stream, the batch, the evaluation
+    sets, C0's tokens) with the demo's defaults, plus the demo's own settings. A ``DemoConfig`` is
+    a ``Sizes``: :func:`otelab.workbench.data.load_data` takes it as it is.
+
     Attributes:
-        model: preset name or path (``None``: ``$OTELAB_MODEL`` or SmolLM2-135M).
-        data: ``"factbank"`` (built in) or ``"counterfact"`` (``$OTELAB_DATA_DIR`` or the Hugging Face Hub).
-        pairs: ``(aligned, misaligned)`` run specs ``"method:mode"``.
         n_records: edits in the stream (the first fact-bank records). The default, 200 in 2 steps
             of 100 (the paper's step size) scored after each step, is the longest stream that
             the measured stage costs put within 5 minutes for a cold run on 2 CPU cores with the
             shipped values (README, "Timing").
-        batch_size: edits per step.
         eval_every: score every this many steps (and always at the last step).
-        cov_tokens: tokens of the preserved covariance C0.
+        glue_n: items per general-capability task (0: skip), scored at step 0 and at the end.
+        model: preset name or path (``None``: ``$OTELAB_MODEL`` or SmolLM2-135M).
+        data: ``"factbank"`` (built in) or ``"counterfact"`` (``$OTELAB_DATA_DIR`` or the Hugging Face Hub).
+        pairs: ``(aligned, misaligned)`` run specs ``"method:mode"``.
         corpus: covariance corpus spec (``None``: the default Wikipedia corpus).
         n_para, n_neigh: paraphrase / neighbourhood prompts scored per record.
-        glue_n: items per general-capability task (0: skip), scored at step 0 and at the end.
         glue_every_eval: also score general capability at every checkpoint (slower).
-        n_texts, max_len: held-out texts for perplexity / top-1 agreement and their token limit.
-        latent_n: subject states tracked for latent drift (half edited, half unrelated).
         umap: draw a UMAP of the subject states at the end (needs ``umap-learn``).
         fresh_values: the seed code's per-step protocol: values re-optimised every step on each
             run's edited model, instead of banked values of the unedited model shared by all runs.
@@ -44,22 +44,28 @@ class DemoConfig:
             (:class:`otelab.engine.valuebank.ValueBank`; ``None``: the model's default bank in the otelab cache).
         verify_quick: the small verification (no toy collapse).
         skip_verify: leave the verification out.
+
+        The other sizes (``batch_size``, ``glue_tasks``, ``n_texts``, ``max_len``, ``latent_n``,
+        ``cov_tokens``) mean what they mean in :class:`Sizes`; the demo scores every edited
+        record, so ``sample_per_batch`` stays ``None``.
     """
 
-    model: Optional[str] = None
-    data: str = "factbank"
-    pairs: tuple = DEFAULT_PAIRS
+    # the Sizes fields, with the demo's defaults (a stream at the paper's step size, small evaluation sets)
     n_records: int = 200
     batch_size: int = 100
-    eval_every: int = 1
-    cov_tokens: int = 20_000
-    corpus: Optional[str] = None
-    n_para: int = 1
-    n_neigh: int = 2
     glue_n: int = 20
     n_texts: int = 8
     max_len: int = 64
     latent_n: int = 20
+    cov_tokens: int = 20_000
+    eval_every: int = 1
+    # the demo's own
+    model: Optional[str] = None
+    data: str = "factbank"
+    pairs: tuple = DEFAULT_PAIRS
+    corpus: Optional[str] = None
+    n_para: int = 1
+    n_neigh: int = 2
     umap: bool = True
     glue_every_eval: bool = False
     fresh_values: bool = False
@@ -94,6 +100,8 @@ class DemoConfig:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         if self.data not in ("factbank", "counterfact"):
             raise ValueError(f"data must be 'factbank' or 'counterfact', got {self.data!r}")
+        if self.sample_per_batch is not None:
+            raise ValueError(f"sample_per_batch must be None: the demo scores every edited record, got {self.sample_per_batch!r}")
         if self.n_records % self.batch_size:
             raise ValueError(f"n_records ({self.n_records}) must be a multiple of batch_size ({self.batch_size})")
         if not self.pairs:
@@ -109,11 +117,6 @@ class DemoConfig:
                     check_combo(method, mode)
                 except SessionError as err:
                     raise ValueError(f"run spec {spec!r}: {err}") from None
-
-    def sizes(self) -> Sizes:
-        """The workbench :class:`otelab.workbench.data.Sizes` of these settings (what :func:`load_demo_data` loads)."""
-        return Sizes(n_records=self.n_records, batch_size=self.batch_size, glue_n=self.glue_n, n_texts=self.n_texts,
-                     max_len=self.max_len, latent_n=self.latent_n, cov_tokens=self.cov_tokens)
 
 
 def parse_pairs(text: str) -> tuple:

@@ -9,6 +9,7 @@ import math
 from typing import Optional, Sequence
 
 from otelab.demo.config import run_label
+from otelab.eval.measure import metric
 from otelab.eval.report import Report
 
 __all__ = ["PAIR_TITLES", "HIGHER_BETTER", "LOWER_BETTER", "TIE_ABS", "TIE_REL", "SUMMARY_METRICS", "METRIC_WORDS",
@@ -25,10 +26,11 @@ PAIR_TITLES = {
     ("prune:aligned", "prune:no-ec"): "Table 5: PRUNE, with vs without Algorithm 1's error correction",
     ("rect:aligned", "rect:no-ec"): "Table 5: RECT, with vs without Algorithm 1's error correction",
 }
-# direction of "better" for the summary's per-metric verdict
-HIGHER_BETTER = ("efficacy_all", "paraphrase_all", "specificity", "specificity_retained", "top1_agreement",
-                 "glue_mean")
-LOWER_BETTER = ("ppl", "latent_drift_unrelated", "neighbourhood_kl")
+# the metrics the summary gives a verdict on; which way is better comes from the metric table
+_VERDICT = ("efficacy_all", "paraphrase_all", "specificity", "specificity_retained", "top1_agreement", "glue_mean",
+            "ppl", "latent_drift_unrelated", "neighbourhood_kl")
+HIGHER_BETTER = tuple(m for m in _VERDICT if metric(m).better == "higher")
+LOWER_BETTER = tuple(m for m in _VERDICT if metric(m).better == "lower")
 # differences within these count as ties: scores in [0, 1] (one edit of 50 is 0.02), else relative
 TIE_ABS, TIE_REL = 0.02, 0.02
 SUMMARY_METRICS = ("efficacy_all", "paraphrase_all", "efficacy_latest", "specificity", "specificity_retained",

@@ -28,9 +28,8 @@ def load_demo_data(cfg: DemoConfig):
     """
     from otelab.workbench.data import WorkbenchData, load_data
 
-    sizes = cfg.sizes()
     if cfg.data == "factbank":
-        data = load_data(sizes)
+        data = load_data(cfg)
     else:  # the same layout as the workbench's, from CounterFact
         from otelab.data.texts import held_out_texts
         from otelab.data.loaders import load_counterfact, load_glue
@@ -41,7 +40,7 @@ def load_demo_data(cfg: DemoConfig):
             raise ValueError(f"CounterFact gave {len(records)} records, the stream needs {cfg.n_records}")
         stream, unrelated = records[:cfg.n_records], records[cfg.n_records:]
         data = WorkbenchData(stream=stream,
-                             glue={t: load_glue(t, n=cfg.glue_n) for t in sizes.glue_tasks} if cfg.glue_n else {},
+                             glue={t: load_glue(t, n=cfg.glue_n) for t in cfg.glue_tasks} if cfg.glue_n else {},
                              texts=held_out_texts(cfg.n_texts) if cfg.n_texts else [],
                              latent_records=stream[:n_edit] + unrelated,
                              latent_stream_index=list(range(n_edit)) + [None] * len(unrelated))

@@ -1,4 +1,4 @@
-"""Collecting metrics per editing step: :class:`Report`, and :func:`evaluate`.
+"""Collecting metrics per editing step: :class:`Report` (the metrics come from :mod:`otelab.eval.measure`).
 
 A ``Report`` stores long-format rows ``(label, step, metric, value)``: flat
 metric names such as ``efficacy_all``, ``specificity``, ``ppl``,
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping
 
 
 def _number(name: str, value: Any) -> float:
@@ -225,96 +225,3 @@ class Report:
             except (KeyError, TypeError) as err:
                 raise ValueError(f"report row {j} is malformed ({err})") from None
         return rep
-
-
-# ----------------------------------------------------------------------------
-
-
-def evaluate(model_or_loaded, tok=None, records: Sequence[Any] = (), *, baseline=None,
-             glue_tasks: Mapping[str, Sequence[Mapping]] | None = None, texts: Sequence[str] | None = None,
-             which: Iterable[str] = ("edit", "lm", "glue", "latent"), batch_size: int = 32, lm_batch_size: int = 8,
-             max_len: int = 128, gen_tokens: int = 50, show_progress: bool | None = None) -> dict[str, float]:
-    """The standard metric set in one call, as flat ``name -> number`` (ready for :meth:`Report.add`).
-
-    Parts (each runs only when asked for in ``which`` and its inputs exist):
-
-    - ``"edit"``: :func:`otelab.eval.metrics.edit_scores` on CounterFact-style records
-      or :func:`otelab.eval.metrics.zsre_scores` on zsRE records (efficacy,
-      paraphrase, specificity, ...; the "vs unedited" variants need ``baseline``).
-    - ``"lm"``: ``ppl``, ``ppl_unedited``, ``top1_agreement`` against
-      ``baseline.lm``; or only ``ppl`` on ``texts`` when there is no LM baseline.
-    - ``"glue"``: ``glue/<task>/<acc|f1|mcc>`` on ``glue_tasks``.
-    - ``"latent"``: ``latent_drift`` (mean 1 - cos over the baseline's latent
-      records) and its ``_unrelated`` / ``_edited`` splits (``records`` count as edited).
-    - ``"fluency"``: ``ngram_entropy`` of greedy generations from the records'
-      generation prompts, and ``consistency`` (TF-IDF) when they carry a ``reference_text``.
-
-    Arguments:
-        model_or_loaded: a ``LoadedModel`` (then ``tok`` may be omitted) or a model.
-        tok: the tokenizer.
-        records: the edited facts to score.
-        baseline: an :class:`otelab.eval.metrics.Baseline` computed before editing.
-        glue_tasks: ``{task: items}`` for general capability.
-        texts: held-out texts for perplexity when ``baseline.lm`` is absent.
-        which: the parts to compute.
-        batch_size, lm_batch_size: sequences per forward pass.
-        max_len: token limit for ``texts``.
-        gen_tokens: tokens generated per generation prompt (``"fluency"``).
-
-    Returns:
-        dict of floats; to compare "all edits so far" with "the latest batch",
-        call it twice and suffix the names (``efficacy_all``, ``efficacy_latest``).
-    """
-    from otelab.eval import drift as D
-    from otelab.eval import metrics as M
-    import torch
-
-    # a LoadedModel carries .model and .tokenizer (a bare HF model also has a .model: its backbone)
-    loaded = not isinstance(model_or_loaded, torch.nn.Module)
-    model = model_or_loaded.model if loaded else model_or_loaded
-    tok = tok if tok is not None else getattr(model_or_loaded, "tokenizer", None) if loaded else None
-    if tok is None:
-        raise ValueError("evaluate needs a tokenizer (pass tok, or a LoadedModel)")
-    which = set(which)
-    unknown = which - {"edit", "lm", "glue", "latent", "fluency"}
-    if unknown:
-        raise ValueError(f"unknown evaluation part(s) {sorted(unknown)}; choose from edit, lm, glue, latent, fluency")
-    records = list(records)
-    out: dict[str, float] = {}
-    if "edit" in which and records:
-        zs = [M.is_zsre_record(r) for r in records]
-        if any(zs) and not all(zs):
-            raise ValueError("records mix zsRE and CounterFact-style items; evaluate them separately")
-        res = (M.zsre_scores(model, tok, records, baseline, batch_size, show_progress) if all(zs)
-               else M.edit_scores(model, tok, records, batch_size, baseline, show_progress))
-        out.update({k: v for k, v in res.items() if k not in ("per_record", "n")})
-    if "lm" in which:
-        if baseline is not None and getattr(baseline, "lm", None) is not None:
-            out.update(D.lm_drift(model, tok, baseline.lm, lm_batch_size, show_progress))
-        elif texts:
-            out["ppl"] = D.perplexity(model, tok, texts, max_len, lm_batch_size, show_progress)
-    if "glue" in which and glue_tasks:
-        for task, d in M.general_capability(model, tok, glue_tasks, batch_size, show_progress).items():
-            out.update({f"glue/{task}/{k}": v for k, v in d.items() if k != "n"})
-    if "latent" in which and baseline is not None and getattr(baseline, "latent", None) is not None:
-        d = baseline.latent.drift(model, tok, records, batch_size)
-        out["latent_drift"] = d["cos_drift"]
-        out["latent_drift_unrelated"] = d["cos_drift_unrelated"]
-        out["latent_drift_edited"] = d["cos_drift_edited"]
-        out["latent_rel_l2"] = d["rel_l2"]
-    if "fluency" in which and records:
-        prompts, gen_owner = [], []
-        for i, r in enumerate(records):
-            for p in (M._get(r, "generation_prompts", None) or []):
-                prompts.append(p); gen_owner.append(i)
-        if prompts:
-            flu = M.generation_fluency(model, tok, prompts, gen_tokens, min(batch_size, 16), show_progress)
-            out["ngram_entropy"] = flu["ngram_entropy"]
-            per_rec: dict[int, list[str]] = {}
-            for i, t in zip(gen_owner, flu["texts"]):
-                per_rec.setdefault(i, []).append(t)
-            pairs = [(per_rec[i], M._get(records[i], "reference_text", None)) for i in sorted(per_rec)]
-            pairs = [(g, ref) for g, ref in pairs if isinstance(ref, str) and ref.strip()]
-            if pairs:
-                out["consistency"] = M.tfidf_consistency([g for g, _ in pairs], [ref for _, ref in pairs])["consistency"]
-    return out

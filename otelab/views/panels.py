@@ -196,6 +196,38 @@ def lm_figure(report: "Report", *, widget: bool = False, order: Optional[Sequenc
     return finish(fig, widget)
 
 
+def _umap_scatter(fig, projection, labels: list, styles: dict) -> str:
+    """The UMAP points (unedited grey, each session in its colour; ★ edited, ○ unrelated) in the left plot.
+
+    Returns:
+        The plot's colour key.
+    """
+    edited = [bool(e) for e in projection.edited]
+    after = [l for l in labels if l in projection.after] + [l for l in projection.after if l not in labels]
+    for kind, sel, size in (("edited", True, 11), ("unrelated", False, 7)):
+        idx = [i for i, e in enumerate(edited) if e == sel]
+        if not idx:
+            continue
+        fig.add_scatter(x=[float(projection.before[i][0]) for i in idx],
+                        y=[float(projection.before[i][1]) for i in idx], mode="markers",
+                        name=f"before · {kind}", showlegend=False,
+                        text=[projection.names[i] for i in idx], hovertemplate="%{text}<extra>unedited</extra>",
+                        marker=dict(color="#7f7f7f", size=size, symbol="star" if sel else "circle-open"),
+                        row=1, col=1)
+        for r, label in enumerate(after):
+            pts = projection.after[label]
+            fig.add_scatter(x=[float(pts[i][0]) for i in idx], y=[float(pts[i][1]) for i in idx],
+                            mode="markers", name=f"after · {kind}" + run_suffix(label, after), showlegend=False,
+                            text=[projection.names[i] for i in idx],
+                            hovertemplate=f"%{{text}}<extra>after · {label}</extra>",
+                            marker=dict(color=PALETTE[(r + 1) % len(PALETTE)], size=size,
+                                        symbol="star" if sel else SYMBOLS[r % len(SYMBOLS)],
+                                        opacity=0.8), row=1, col=1)
+    return ("UMAP: " + colour_key([("unedited", "#7f7f7f")] + [
+        (f"after {styles[l]['letter'] if l in styles else l}", PALETTE[(r + 1) % len(PALETTE)])
+        for r, l in enumerate(after)]) + "   ★ edited, ○ unrelated subjects")
+
+
 def latent_figure(report: "Report", projection: Optional["LatentProjection"] = None, *, widget: bool = False,
                   order: Optional[Sequence] = None, umap_note: Optional[str] = None):
     """Panel 4: UMAP of subject hidden states before/after (left) and projection-free drift vs step (right).
@@ -215,30 +247,7 @@ def latent_figure(report: "Report", projection: Optional["LatentProjection"] = N
                      "latent drift 1 − cos"))
     key = []
     if projection is not None:
-        edited = [bool(e) for e in projection.edited]
-        after = [l for l in labels if l in projection.after] + [l for l in projection.after if l not in labels]
-        for kind, sel, size in (("edited", True, 11), ("unrelated", False, 7)):
-            idx = [i for i, e in enumerate(edited) if e == sel]
-            if not idx:
-                continue
-            fig.add_scatter(x=[float(projection.before[i][0]) for i in idx],
-                            y=[float(projection.before[i][1]) for i in idx], mode="markers",
-                            name=f"before · {kind}", showlegend=False,
-                            text=[projection.names[i] for i in idx], hovertemplate="%{text}<extra>unedited</extra>",
-                            marker=dict(color="#7f7f7f", size=size, symbol="star" if sel else "circle-open"),
-                            row=1, col=1)
-            for r, label in enumerate(after):
-                pts = projection.after[label]
-                fig.add_scatter(x=[float(pts[i][0]) for i in idx], y=[float(pts[i][1]) for i in idx],
-                                mode="markers", name=f"after · {kind}" + run_suffix(label, after), showlegend=False,
-                                text=[projection.names[i] for i in idx],
-                                hovertemplate=f"%{{text}}<extra>after · {label}</extra>",
-                                marker=dict(color=PALETTE[(r + 1) % len(PALETTE)], size=size,
-                                            symbol="star" if sel else SYMBOLS[r % len(SYMBOLS)],
-                                            opacity=0.8), row=1, col=1)
-        key.append("UMAP: " + colour_key([("unedited", "#7f7f7f")] + [
-            (f"after {styles[l]['letter'] if l in styles else l}", PALETTE[(r + 1) % len(PALETTE)])
-            for r, l in enumerate(after)]) + "   ★ edited, ○ unrelated subjects")
+        key.append(_umap_scatter(fig, projection, labels, styles))
     else:   # an empty box with the note in its middle, no axes to sit on
         empty_note(fig, umap_note or "the UMAP appears at<br>the next slow evaluation", x=0.5, y=0.5, xref="x domain",
                     yref="y domain")

@@ -6,15 +6,11 @@ fact-bank records, one batch per step, and after every step measures them agains
 unedited model (:mod:`otelab.workbench.measure`; general capability and a UMAP picture,
 the two slow ones, every ``eval_every`` steps). It holds the session control only: the
 data (:mod:`otelab.workbench.data`), the measurements, replay mode's values
-(:mod:`otelab.workbench.replay`) and the probe (:mod:`otelab.workbench.probe`) live in
-sibling modules, their names importable from here too.
+(:mod:`otelab.workbench.replay`), the probe (:mod:`otelab.workbench.probe`) and the status
+texts (:mod:`otelab.workbench.status`) live in sibling modules, their names importable from here too.
 
-**Replay mode** (:meth:`Sizes.replay`, :func:`replay_data`, :class:`BankValues`) steps the
-recorded runs' stream, the seeded draw of 2,000 CounterFact records, 100 edits per step:
-the target values are read from the value bank (``otelab values compute --data
-counterfact --n 2000 --seed 0 --templates plain``), never optimised on a click, and the
-edit metrics are scored on a small fixed sample of the stream (:attr:`WorkbenchData.sample`),
-so that a step returns in seconds and 2,000 edits take minutes.
+**Replay mode** (:mod:`otelab.workbench.replay`) steps the recorded runs' 2,000-edit
+CounterFact stream 100 edits per click, with values from the bank.
 
 Step 0 of every report is the unedited model, scored on the first batch it is about to be
 edited with. The metrics land in one :class:`otelab.eval.report.Report` per session (metric
@@ -35,14 +31,15 @@ from otelab.workbench.data import REPLAY_DRAW, REPLAY_SEED, Sizes, WorkbenchData
 from otelab.workbench.editors import (METHOD_NAMES, WorkbenchError, check_settings, method_options, plural,
                                       track_label, valid_modes)
 from otelab.workbench.editors import _combo_error  # noqa: F401  (tests check the registry through it)
-from otelab.workbench.measure import (METRICS, LatentProjection, edit_row, flat_tasks, glue_row, measure,
+from otelab.workbench.measure import (METRICS, LatentProjection, flat_tasks, glue_row, measure,
                                       project_states, step0_row, unedited_reference)
 from otelab.workbench.probe import generate, unedited_weights
 from otelab.workbench.replay import FILL_COMMAND, BankValues, fill_bank, replay_data
-from otelab.workbench.track import Track, report_upto
+from otelab.workbench.status import status_line, umap_note, values_note
+from otelab.workbench.track import Track
 
 __all__ = ["Workbench", "Track", "Sizes", "WorkbenchData", "WorkbenchError", "LatentProjection", "BankValues",
-           "load_data", "replay_data", "measure", "glue_row", "edit_row", "valid_modes", "method_options", "plural",
+           "load_data", "replay_data", "measure", "glue_row", "valid_modes", "method_options", "plural",
            "track_label", "unedited_weights", "METHOD_NAMES", "METRICS", "REPLAY_DRAW", "REPLAY_SEED", "FILL_COMMAND",
            "ci_size"]
 
@@ -200,21 +197,8 @@ class Workbench:
         return Report.combine(*(t.report for t in self.tracks))
 
     def status_line(self) -> str:
-        """``"step 2 · 4 edits · last step 31.2 s: edit 2.1 s (MEMIT aligned 1.0 s, MEMIT naive 1.1 s),
-        evaluation 29.1 s · 2 steps left"``.
-
-        The last step's wall time splits into the edits (per session) and the evaluation (the
-        metrics, UMAP; with banked values also fetching them), which is usually most of it.
-        """
-        parts = [f"step {self.n_steps}", plural(self.n_edits, "edit")]
-        total = self.last_step_seconds
-        if self.n_steps and total is not None and all(t.step_seconds for t in self.tracks):
-            edit = sum(t.step_seconds[-1] for t in self.tracks)
-            each = (" (" + ", ".join(f"{t.label} {t.step_seconds[-1]:.1f} s" for t in self.tracks) + ")"
-                    if len(self.tracks) > 1 else "")
-            parts.append(f"last step {total:.1f} s: edit {edit:.1f} s{each}, evaluation {total - edit:.1f} s")
-        parts.append(f"{plural(self.steps_left, 'step')} left")
-        return " · ".join(parts)
+        """One line on where the stream stands and what the last step cost (:func:`status_line`)."""
+        return status_line(self)
 
     @property
     def last_step_seconds(self) -> Optional[float]:
@@ -223,12 +207,7 @@ class Workbench:
 
     def values_note(self) -> tuple[str, bool]:
         """``(one line on where the target values come from, whether the whole stream is covered)``."""
-        if self.values is None:
-            return "values: optimised inside every step (slow)", True
-        note = getattr(self.values, "note", None)
-        if note is None:
-            return "values: from the given provider", True
-        return note([r.request() for r in self.data.stream])
+        return values_note(self.values, self.data.stream)
 
     def fill_values(self, n: Optional[int] = None) -> int:
         """Compute the bank's missing values of the first ``n`` stream records (default all) now.
@@ -250,9 +229,6 @@ class Workbench:
                                                            self.glue_unedited)
         return dict(self._step0_cache[self.batch_size])
 
-    def _edited_mask(self, n_edits: int) -> list[bool]:
-        return [i is not None and i < n_edits for i in self.data.latent_stream_index]
-
     def _measure(self, tr: Track, step: int, slow: bool, tick) -> Optional[torch.Tensor]:
         """Metrics of one session after ``step`` (added to its report); returns its latent states [n, d] or None."""
         row, after = measure(tr.loaded, tr.session, self.data, self.baseline, step * self.batch_size,
@@ -265,7 +241,7 @@ class Workbench:
         """The UMAP picture of every session's subject states after ``step`` (:attr:`projection`)."""
         names = [getattr(r, "subject", str(i)) for i, r in enumerate(self.data.latent_records)]
         self.projections[step] = project_states(self.projector, self.baseline.latent.states, afters, step,
-                                                self._edited_mask(step * self.batch_size), names)
+                                                self.data.edited_mask(step * self.batch_size), names)
 
     def flat_tasks(self) -> list[str]:
         """Capability tasks whose accuracy cannot move: the unedited model gives every item the same answer.
@@ -281,13 +257,8 @@ class Workbench:
         return self.projections[max(self.projections)] if self.projections else None
 
     def umap_note(self) -> str:
-        """What the latent panel says while there is no UMAP: the step that draws one, or why none will."""
-        if self.baseline.latent is None:
-            return "no UMAP: this workbench<br>measures no subject states"
-        if self.eval_every <= 0:
-            return "no UMAP: slow evaluations are off<br>(eval every 0, as in replay mode)"
-        due = (self.n_steps // self.eval_every + 1) * self.eval_every
-        return f"the UMAP appears after step {due}<br>(slow evaluations every {self.eval_every} steps)"
+        """What the latent panel says while there is no UMAP (:func:`umap_note`)."""
+        return umap_note(self.baseline.latent is not None, self.eval_every, self.n_steps)
 
     def phases(self, k: int = 1) -> int:
         """How many progress ticks :meth:`step` ``(k)`` reports (for a progress bar's maximum)."""
@@ -368,8 +339,8 @@ class Workbench:
                 tick(f"step {step}: editing with {tr.label} ({plural(len(reqs), 'request')})")
                 t = time.perf_counter()
                 recs[tr.label] = tr.session.step(reqs, values=val)
-                stepped.append(tr)
                 tr.step_seconds.append(time.perf_counter() - t)
+                stepped.append(tr)
             slow = self.eval_every > 0 and step % self.eval_every == 0
             afters = {}
             for tr in self.tracks:
@@ -379,9 +350,7 @@ class Workbench:
                 self._project(step, afters)
         except BaseException:
             for tr in stepped:   # keep the sessions in lockstep: nothing of this step stays
-                tr.session.undo()
-                tr.step_seconds.pop()
-                tr.report = report_upto(tr.report, step - 1)
+                tr.drop_last(step)
             self.projections.pop(step, None)
             raise
         return recs
@@ -402,10 +371,7 @@ class Workbench:
                                  f"{'is' if self.undo_depth == 1 else 'are'} kept")
         step = self.n_steps
         for tr in self.tracks:
-            tr.session.undo()
-            if tr.step_seconds:
-                tr.step_seconds.pop()
-            tr.report = report_upto(tr.report, step - 1)
+            tr.drop_last(step)
         self.projections = {s: p for s, p in self.projections.items() if s < step}
         self._undoable -= 1
         self._last_wall = None
@@ -415,9 +381,7 @@ class Workbench:
         """Every session back to the unedited model; the stream starts again."""
         steps = self.n_steps
         for tr in self.tracks:
-            tr.session.reset()
-            tr.step_seconds.clear()
-            tr.report = report_upto(tr.report, 0)
+            tr.clear()
         self.projections = {}
         self._undoable = 0
         self._last_wall = None

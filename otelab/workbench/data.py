@@ -116,6 +116,10 @@ class WorkbenchData:
             return list(range(n_done))
         return [i for i in self.sample if i < n_done]
 
+    def edited_mask(self, n_done: int) -> list[bool]:
+        """Per latent record, whether the stream has edited it after ``n_done`` edits."""
+        return [i is not None and i < n_done for i in self.latent_stream_index]
+
 
 def load_data(sizes: Optional[Sizes] = None) -> WorkbenchData:
     """The built-in fact bank as a stream, GLUE-style probes, held-out text and latent records.

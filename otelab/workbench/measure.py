@@ -1,16 +1,18 @@
 """What the workbench measures after a step, always against the unedited model.
 
+The parts are those of :func:`otelab.eval.measure.measure`, under the names of its one vocabulary
+(:data:`otelab.eval.measure.METRICS`; the workbench's subset is :data:`METRICS` here):
+
 - edit metrics on all edits so far and on the latest batch (efficacy, paraphrase)
-  and specificity of all edits so far (:func:`otelab.eval.metrics.edit_scores`);
-- perplexity and top-1 agreement on held-out text (:func:`otelab.eval.metrics.lm_drift`);
-- latent drift at the last edited layer, edited vs unrelated records
-  (:func:`otelab.eval.drift.latent_drift`);
-- every ``eval_every`` steps, general capability per task
-  (:func:`otelab.eval.metrics.general_capability`) and a 2-D UMAP of the hidden states
+  and specificity of all edits so far (:func:`otelab.eval.measure.edit_metrics` with ``latest``);
+- perplexity and top-1 agreement on held-out text (:func:`otelab.eval.measure.lm_metrics`);
+- latent drift at the last edited layer, edited vs unrelated records, the edited ones
+  being those the stream has reached (:func:`otelab.eval.drift.latent_drift`);
+- every ``eval_every`` steps, general capability per task with agreement and margin against the
+  unedited answers cached once (:func:`glue_row`) and a 2-D UMAP of the hidden states
   before and after editing (:func:`otelab.eval.drift.umap_2d`), the two slow ones.
 
-The unedited model's outputs are cached once (:class:`otelab.eval.metrics.Baseline`); the
-names the rows use are :data:`METRICS`.
+The unedited model's outputs are cached once (:class:`otelab.eval.baseline.Baseline`).
 """
 from __future__ import annotations
 
@@ -19,34 +21,21 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
+from otelab.eval.measure import edit_metrics, lm_metrics, metric
 from otelab.workbench.editors import plural
 
 if TYPE_CHECKING:
     from otelab.workbench.data import WorkbenchData
 
-__all__ = ["METRICS", "LatentProjection", "glue_row", "glue_scores", "edit_row", "measure", "step0_row",
+__all__ = ["METRICS", "LatentProjection", "glue_row", "glue_scores", "measure", "step0_row",
            "project_states", "flat_tasks", "unedited_reference"]
 
-# Metric names the workbench writes into its reports (the panels read these).
-METRICS = {
-    "efficacy_all": "efficacy, all edits so far",
-    "paraphrase_all": "paraphrase, all edits so far",
-    "efficacy_latest": "efficacy, latest batch",
-    "paraphrase_latest": "paraphrase, latest batch",
-    "specificity": "specificity (neighbourhood keeps its answer)",
-    "specificity_retained": "neighbourhood preference as the unedited model's",
-    "neighbourhood_kl": "KL(unedited ‖ edited) on neighbourhood prompts",
-    "edits": "edits so far",
-    "ppl": "perplexity on held-out text",
-    "ppl_unedited": "the unedited model's perplexity",
-    "top1_agreement": "top-1 agreement with the unedited model",
-    "latent_drift": "latent drift 1 − cos, all latent records",
-    "latent_drift_edited": "latent drift 1 − cos, edited records",
-    "latent_drift_unrelated": "latent drift 1 − cos, unrelated records",
-    "glue/<task>/acc": "general capability: accuracy per task",
-    "glue/<task>/agreement": "general capability: share of items answered as the unedited model did",
-    "glue/<task>/margin": "general capability: log-likelihood of the unedited answer minus the best other label",
-}
+# The names the workbench writes into its reports (the panels read these), rows of the one vocabulary.
+METRICS = {name: metric(name) for name in (
+    "efficacy_all", "paraphrase_all", "efficacy_latest", "paraphrase_latest", "specificity", "specificity_retained",
+    "neighbourhood_kl", "edits", "delta_norm", "ppl", "ppl_unedited", "top1_agreement", "latent_drift",
+    "latent_drift_edited", "latent_drift_unrelated", "glue_mean", "glue/<task>/acc", "glue/<task>/agreement",
+    "glue/<task>/margin")}
 
 
 @dataclass
@@ -103,37 +92,6 @@ def glue_scores(ans, reference=None) -> dict[str, float]:
     return row
 
 
-def edit_row(model, tok, records: list, latest: list, baseline) -> dict[str, float]:
-    """Edit metrics of ``records``: all of them (``*_all``, specificity) and those flagged ``latest``.
-
-    Arguments:
-        model, tok: the model as it is now.
-        records: the scored records; latest: per record, whether it belongs to the latest batch.
-        baseline: the unedited model's cached outputs.
-
-    Returns:
-        ``efficacy_all``, ``paraphrase_all``, ``efficacy_latest``, ``paraphrase_latest``, ``specificity``,
-        ``specificity_retained``, ``neighbourhood_kl`` (NaN where nothing is scored).
-    """
-    from otelab.eval.metrics import edit_scores
-
-    nan = float("nan")
-    if not records:
-        return dict.fromkeys(("efficacy_all", "paraphrase_all", "efficacy_latest", "paraphrase_latest",
-                              "specificity", "specificity_retained", "neighbourhood_kl"), nan)
-    res = edit_scores(model, tok, records, baseline=baseline, show_progress=False)
-    last = [d for d, f in zip(res["per_record"], latest) if f]
-
-    def mean(key):
-        xs = [d[key] for d in last if d[key] == d[key]]
-        return sum(xs) / len(xs) if xs else nan
-
-    return {"efficacy_all": res["efficacy"], "paraphrase_all": res["paraphrase"],
-            "efficacy_latest": mean("efficacy"), "paraphrase_latest": mean("paraphrase"),
-            "specificity": res["specificity"], "specificity_retained": res["specificity_retained"],
-            "neighbourhood_kl": res["neighbourhood_kl"]}
-
-
 def measure(loaded, session, data: "WorkbenchData", baseline, n_done: int, batch_size: int, latent_layer: int,
             glue: bool = False, tick: Optional[Callable[[str], None]] = None,
             label: str = "", glue_reference=None) -> tuple[dict, Optional[torch.Tensor]]:
@@ -158,23 +116,24 @@ def measure(loaded, session, data: "WorkbenchData", baseline, n_done: int, batch
         ``(row, latent states [n_latent, d] or None)``; the row holds :data:`METRICS` that apply,
         plus ``delta_norm`` and, when ``glue``, :func:`glue_row`'s scores.
     """
-    from otelab.eval.drift import hidden_states_at_subject, latent_drift, lm_drift
+    from otelab.eval.drift import hidden_states_at_subject, latent_drift
 
     tick = tick or (lambda msg: None)
     model, tok = loaded.model, loaded.tokenizer
     idx = data.scored(n_done)
     tick(f"{label}: edit metrics on {len(idx)} of {plural(n_done, 'edit')}")
     row = {"edits": float(n_done),
-           **edit_row(model, tok, [data.stream[i] for i in idx], [i >= n_done - batch_size for i in idx], baseline),
+           **edit_metrics(model, tok, [data.stream[i] for i in idx], baseline,
+                          latest=[i >= n_done - batch_size for i in idx]),
            "delta_norm": session.delta_norm()}
     if baseline.lm is not None:
         tick(f"{label}: perplexity and top-1 agreement")
-        row.update(lm_drift(model, tok, baseline.lm, show_progress=False))
+        row.update(lm_metrics(model, tok, baseline))
     after = None
     if baseline.latent is not None:
         tick(f"{label}: latent drift")
         after = hidden_states_at_subject(model, tok, data.latent_records, latent_layer)
-        mask = torch.tensor([i is not None and i < n_done for i in data.latent_stream_index])
+        mask = torch.tensor(data.edited_mask(n_done))
         d = latent_drift(baseline.latent.states, after, mask)
         row.update(latent_drift=d["cos_drift"], latent_drift_edited=d["cos_drift_edited"],
                    latent_drift_unrelated=d["cos_drift_unrelated"])
@@ -229,8 +188,8 @@ def step0_row(loaded, data: "WorkbenchData", baseline, batch_size: int, glue_une
         Step 0 of every report: edit metrics, ``delta_norm`` 0, the unedited perplexity, no drift.
     """
     first = [data.stream[i] for i in data.scored(batch_size)]
-    row = {"edits": 0.0, **edit_row(loaded.model, loaded.tokenizer, first, [True] * len(first),
-                                    baseline), "delta_norm": 0.0}
+    row = {"edits": 0.0, **edit_metrics(loaded.model, loaded.tokenizer, first, baseline, latest=[True] * len(first)),
+           "delta_norm": 0.0}
     if baseline.lm is not None:
         row.update(ppl=baseline.lm.ppl, ppl_unedited=baseline.lm.ppl, top1_agreement=1.0)
     if baseline.latent is not None:

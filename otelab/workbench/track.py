@@ -24,6 +24,19 @@ class Track:
     def mode(self) -> str:
         return self.session.mode
 
+    def drop_last(self, step: int) -> None:
+        """Take ``step`` (the session's last) back: its weights, its edit time and its report rows."""
+        self.session.undo()
+        if self.step_seconds:
+            self.step_seconds.pop()
+        self.report = report_upto(self.report, step - 1)
+
+    def clear(self) -> None:
+        """Back to the unedited model, keeping only the report's step 0 (the unedited row)."""
+        self.session.reset()
+        self.step_seconds.clear()
+        self.report = report_upto(self.report, 0)
+
 
 def report_upto(rep: Report, step: int) -> Report:
     """A copy of ``rep`` without the rows after ``step`` (Report has no row deletion)."""
