@@ -1,4 +1,4 @@
-"""The docstring examples of the core and the engine run, and the main public functions have one."""
+"""The docstring examples of the core, the engine and a few shared rules run, and the main public functions have one."""
 from __future__ import annotations
 
 import doctest
@@ -9,7 +9,9 @@ import pytest
 
 import otelab.engine
 
-MODULES = ["otelab.ote"] + sorted(f"otelab.engine.{m.name}" for m in pkgutil.iter_modules(otelab.engine.__path__))
+# the core, the engine, and the one token rule, the one metric vocabulary and the workbench's status texts
+MODULES = (["otelab.ote"] + sorted(f"otelab.engine.{m.name}" for m in pkgutil.iter_modules(otelab.engine.__path__))
+           + ["otelab.models.tokens", "otelab.eval.measure", "otelab.workbench.status"])
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # public names whose docstring must carry a runnable example
@@ -19,6 +21,8 @@ DOCUMENTED = {
     "otelab.engine.session": ["EditSession"],
     "otelab.engine.keys": ["compute_keys"],
     "otelab.engine.replay": ["LayerwiseKeys"],
+    "otelab.models.tokens": ["last_overlapping"],
+    "otelab.eval.measure": ["metric"],
 }
 
 

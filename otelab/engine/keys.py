@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 
 from otelab.models.forward import hidden_after, w_out_inputs
-from otelab.models.tokens import pad_batch
+from otelab.models.tokens import last_overlapping, pad_batch
 from otelab.data.requests import EditRequest
 
 Tensor = torch.Tensor
@@ -75,22 +75,18 @@ class Encoded:
 
 
 def subject_last_index(tokenizer, text: str, subject_end: int) -> tuple[list[int], int]:
-    """Tokenise ``text``; return its ids and the index of the token holding character ``subject_end − 1``.
+    """Tokenise ``text`` (with special tokens); return its ids and the index of the subject's last token.
 
-    When several tokens hold that character (a byte-level tokenizer splitting a
-    multi-byte character, e.g. the "é" of "Pelé" in the tiny test tokenizer) this is
-    the FIRST of them; the evaluation layer's
-    :func:`otelab.eval.batching.subject_last_token` takes the last. They agree on every
-    fact-bank and CounterFact prompt under the SmolLM2 tokenizer; each is kept as it
-    is so that no recorded key moves (``tests/test_subject_token.py`` pins the difference).
+    The subject's last token is the last one holding character ``subject_end − 1``
+    (:func:`otelab.models.tokens.last_overlapping`, the rule the evaluation layer's latent
+    states use too).
     """
     enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    target = subject_end - 1
-    for i, (s, e) in enumerate(offsets):
-        if s <= target < e:
-            return ids, i
-    raise ValueError(f"cannot locate the subject's last token in {text!r}")
+    ids = enc["input_ids"]
+    i = last_overlapping(enc["offset_mapping"], subject_end - 1, subject_end)
+    if i is None:
+        raise ValueError(f"cannot locate the subject's last token in {text!r}")
+    return ids, i
 
 
 def fill(template: str, request: EditRequest) -> tuple[str, int]:

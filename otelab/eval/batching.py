@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from otelab.models.tokens import pad_batch, position_ids
+from otelab.models.tokens import last_overlapping, pad_batch, position_ids
 
 # ----------------------------------------------------------------------------
 # Counting forward passes
@@ -190,22 +190,15 @@ def logits_at(model, ids, mask, pos, rows: Sequence[int], cols: Sequence[int]) -
 def subject_last_token(tok, text: str, start: int, end: int) -> int:
     """Index (without leading special tokens) of the last token overlapping chars [start, end).
 
-    Uses the fast tokenizer's offsets mapping; for slow tokenizers, counts the
-    tokens of ``text[:end]`` (ROME's approach).
-
-    The engine's keys use their own finder, :func:`otelab.engine.keys.subject_last_index`
-    (the FIRST token holding the subject's last character, on the text tokenised with
-    special tokens). The two agree on every fact-bank and CounterFact prompt under the
-    SmolLM2 tokenizer, but not when a byte-level tokenizer splits the subject's last
-    character into several tokens (e.g. "é" of "Pelé" in the tiny test tokenizer): the
-    keys take the first of those tokens, this the last. Each is kept as it is so that no
-    recorded number moves (``tests/test_subject_token.py`` pins the difference).
+    Uses the fast tokenizer's offsets mapping (:func:`otelab.models.tokens.last_overlapping`,
+    the rule the engine's keys use too); for slow tokenizers, counts the tokens of
+    ``text[:end]`` (ROME's approach, the same token).
     """
     if getattr(tok, "is_fast", False):
         enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        hits = [j for j, (a, b) in enumerate(enc["offset_mapping"]) if a < end and b > start]
-        if hits:
-            return hits[-1]
+        hit = last_overlapping(enc["offset_mapping"], start, end)
+        if hit is not None:
+            return hit
     n = len(tok(text[:end], add_special_tokens=False)["input_ids"])
     if n == 0:
         raise ValueError(f"the subject span [{start}, {end}) of {text!r} covers no token")

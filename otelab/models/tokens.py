@@ -1,11 +1,12 @@
-"""Token batches: the one padding routine of the engine (keys, values, covariance) and the evaluation layer.
+"""Token batches and the subject's last token: one padding routine and one rule for the engine and the evaluation layer.
 
-It lives in the model layer because both the engine and the evaluation layer
-pad token lists, and neither may import the other.
+They live in the model layer because both the engine (keys, values, covariance) and the
+evaluation layer (edit scores, latent drift) pad token lists and find a subject's last
+token, and neither may import the other.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -49,3 +50,26 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
         ``[B, T]``: 0 at each row's first real token (and on left padding), then 1, 2, ...
     """
     return (mask.cumsum(-1) - 1).clamp(min=0)  # [B, T]
+
+
+def last_overlapping(offsets: Sequence[Sequence[int]], start: int, end: int) -> Optional[int]:
+    """The subject's last token: the LAST token whose character span overlaps ``[start, end)``.
+
+    This is the one rule of otelab's keys, values and latent states, and ROME's (the last
+    token of ``text[:end]``). When a byte-level tokenizer splits the subject's last character
+    into several tokens (every one of them maps to that character), it is the last of them.
+
+    Arguments:
+        offsets: a fast tokenizer's ``offset_mapping``, one ``(first char, end char)`` per token;
+            special tokens carry ``(0, 0)`` and never overlap.
+        start, end: the subject's character span.
+
+    Returns:
+        The token's index in ``offsets``, or None when no token overlaps the span.
+
+    Examples:
+        >>> last_overlapping([(0, 0), (0, 3), (3, 4), (3, 4), (4, 8)], 0, 4)   # "Pel" + "é" in two bytes
+        3
+    """
+    hits = [j for j, (a, b) in enumerate(offsets) if a < end and b > start]
+    return hits[-1] if hits else None
