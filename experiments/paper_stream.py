@@ -54,6 +54,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--shots", type=int, default=0, help="worked examples in front of every task prompt")
     ap.add_argument("--latent-n", type=int, default=20, help="edited and as many unrelated records for latent drift")
     ap.add_argument("--eval-batch", type=int, default=32, help="sequences per evaluation forward pass")
+    ap.add_argument("--no-reference-cache", action="store_true",
+                    help="compute the unedited references and store nothing (default: read them from, or store "
+                         "them in, <otelab cache>/references, keyed by the model and everything evaluated)")
     ap.add_argument("--cov-tokens", type=int, default=None, help="covariance tokens (default: the preset's)")
     ap.add_argument("--out", default=None, help="the run's JSON (one editor: --method, --mode, ...)")
     ap.add_argument("--resume", action="store_true", help="continue --out from the session saved beside it")
@@ -184,7 +187,8 @@ def evaluator(lm, stream, args, batch: int, inputs: dict):
     from otelab.workbench.stream import StreamEval
 
     return StreamEval(lm, stream, batch, sample_per_batch=args.sample_per_batch, seed=args.seed,
-                      eval_batch_size=args.eval_batch, capability_every=args.capability_every, **inputs)
+                      eval_batch_size=args.eval_batch, capability_every=args.capability_every,
+                      cache=not args.no_reference_cache, **inputs)
 
 
 def edit_stream(lm, ev, stream, args, *, method: str, mode: str, cov_weight: float, values: str,

@@ -9,9 +9,10 @@ import pytest
 
 import otelab.engine
 
-# the core, the engine, and the one token rule, the one metric vocabulary and the workbench's status texts
+# the core, the engine, and the one token rule, the one metric vocabulary, the scoring's packing and the
+# workbench's status texts
 MODULES = (["otelab.ote"] + sorted(f"otelab.engine.{m.name}" for m in pkgutil.iter_modules(otelab.engine.__path__))
-           + ["otelab.models.tokens", "otelab.eval.measure", "otelab.workbench.status"])
+           + ["otelab.models.tokens", "otelab.eval.measure", "otelab.eval.packing", "otelab.workbench.status"])
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # public names whose docstring must carry a runnable example
@@ -23,6 +24,7 @@ DOCUMENTED = {
     "otelab.engine.replay": ["LayerwiseKeys"],
     "otelab.models.tokens": ["last_overlapping"],
     "otelab.eval.measure": ["metric"],
+    "otelab.eval.packing": ["pack_rows", "tree_row"],
 }
 
 

@@ -149,6 +149,48 @@ def test_head_only_at_needed_positions_equals_full_forward(arch, monkeypatch):
         assert torch.equal(a.argmax, b.argmax)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "gptj", "llama", "qwen2"])
+def test_packed_prefix_tree_equals_one_sequence_per_row(arch, monkeypatch):
+    # a prompt's targets share its tokens in one packed row (4-D tree mask, positions = depth); every
+    # preset architecture must give the numbers of scoring each sequence in its own padded row
+    from otelab.eval import scoring as S
+    from otelab.models.loading import tiny_model
+
+    lm = tiny_model(arch, seed=3)
+    assert S.packs(lm.model)
+    prompts = [p for p in PROMPTS[:4] for _ in range(3)]
+    targets = ["the city of Rome", "a river in France", "x"] * 4
+    seen: list[int] = []
+    body = B.split_head(lm.model)[0]
+    hook = body.register_forward_pre_hook(lambda m, a, kw: seen.append(int(kw["input_ids"].numel())), with_kwargs=True)
+    try:
+        packed = M.teacher_forced(lm.model, lm.tokenizer, prompts, targets, batch_size=5, padding_side="left")
+        monkeypatch.setattr(S, "packs", lambda model: False)
+        plain = M.teacher_forced(lm.model, lm.tokenizer, prompts, targets, batch_size=5, padding_side="right")
+    finally:
+        hook.remove()
+    n_packed, n_plain = sum(seen[:len(seen) // 2]), sum(seen[len(seen) // 2:])
+    for a, b in zip(packed, plain):
+        assert a.target_ids == b.target_ids
+        assert torch.allclose(a.logprobs, b.logprobs, atol=1e-5), (a.logprobs, b.logprobs)
+        assert torch.equal(a.argmax, b.argmax)
+    assert n_packed < n_plain  # the shared prompts were computed once
+
+
+def test_pack_rows_share_prefixes_within_budget():
+    from otelab.eval.packing import pack_rows, tree_row
+
+    seqs = [(1, 2, 3, 4), (1, 2, 3, 5), (1, 2, 6), (7, 8), (7, 9, 9, 9)]
+    rows = pack_rows(seqs, max_row=6)
+    assert rows == [[(1, 2, 3, 4), (1, 2, 3, 5), (1, 2, 6)], [(7, 8), (7, 9, 9, 9)]]
+    assert [len(tree_row(r).tokens) for r in rows] == [6, 5]
+    assert pack_rows(seqs, max_row=5)[0] == [(1, 2, 3, 4), (1, 2, 3, 5)]  # (1, 2, 6) would make 6 nodes
+    assert pack_rows(seqs, max_row=0) == [[s] for s in sorted(seqs)]  # no packing: one sequence per row
+    r = tree_row(rows[0])
+    for s, path in zip(rows[0], r.paths):  # every sequence reads back from its path, each node at its depth
+        assert tuple(r.tokens[j] for j in path) == s and [r.depth[j] for j in path] == list(range(len(s)))
+
+
 @pytest.mark.parametrize("bs", [1, 2, 3, 5, 64])
 def test_forward_count_bounded(tiny, bs):
     prompts = [f"Sentence number {i} is about" for i in range(11)]

@@ -182,6 +182,7 @@ def test_paper_stream_cli_runs_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(otelab.data.loaders, "load_glue", lambda t: load_probes("rte" if t == "nli" else t, 5))
     monkeypatch.setattr(otelab.data.texts, "held_out_texts", lambda n: ["The river flows into the sea."] * n)
     monkeypatch.setattr(otelab.engine.covariance, "get_covariance", lambda lm, layers, **kw: cov(lm))
+    monkeypatch.setenv("OTELAB_CACHE", str(tmp_path / "cache"))  # the unedited references are stored there
     out = tmp_path / "run.json"
     argv = ["--n", "4", "--batch", "2", "--checkpoint-every", "1", "--values", "unedited", "--glue-n", "2",
             "--shots", "1", "--texts", "2", "--latent-n", "2", "--sample-per-batch", "1", "--cov-weight", "5",
@@ -192,6 +193,7 @@ def test_paper_stream_cli_runs_and_resumes(tmp_path, monkeypatch):
     assert [c["step"] for c in run["checkpoints"]] == [0, 1, 2] and run["final"]["n"] == 4
     assert run["evaluation"]["shots"] == 1 and run["evaluation"]["tasks"]["nli"] == 2
     assert set(run["timings"]) >= {"reference", "stream", "total", "final_all_records"}
+    assert run["evaluation"]["reference_cached"] is False and len(list((tmp_path / "cache" / "references").glob("*.pt"))) == 1
     with pytest.raises(SystemExit):  # never overwrites a run
         ps.main(argv)
     assert json.loads(out.read_text()) == run
@@ -219,10 +221,48 @@ def test_paper_stream_cli_runs_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "value_provider", real)
     ps.main(argv_cut + ["--resume"])
     again = json.loads(cut.read_text())
+    assert again["evaluation"]["reference_cached"] is True  # the first run's references, read back
+    assert again["checkpoints"][0]["capability"] == run["checkpoints"][0]["capability"]
     assert again["final"]["efficacy_per_record"] == run["final"]["efficacy_per_record"]
     assert len(again["steps"]) == len(run["steps"]) == 2
     for a, b in zip(again["steps"], run["steps"]):
         assert a["dW"] == pytest.approx(b["dW"], rel=1e-6)
+
+
+def test_references_cached_read_back_and_recomputed_when_corrupt(tmp_path):
+    lm = fresh()
+    tasks = {"sst2": load_probes("sst2", 4), "mmlu": load_probes("mmlu", 3)}
+    texts = ["The river flows through the old town and into the sea."] * 2
+
+    def ev(cache=tmp_path, **kw):
+        return S.StreamEval(lm, records(), 2, texts=texts, tasks=tasks, sample_per_batch=1, seed=0, n_boot=20,
+                            progress=False, cache=cache, **kw)
+
+    first = ev()
+    assert first.cached is False
+    [data] = tmp_path.glob("*.pt")
+    again = ev()
+    assert again.cached is True and again.settings()["reference_cached"] is True
+    assert again.capability == first.capability
+    assert again.baseline.lm.top1[0].tolist() == first.baseline.lm.top1[0].tolist()
+    assert again.baseline.lm.nll_sum == first.baseline.lm.nll_sum
+    assert torch.equal(again.baseline.latent.states, first.baseline.latent.states)
+    assert again.baseline.latent.records == first.baseline.latent.records
+    for key, st in first.baseline.neighbourhood.items():
+        other = again.baseline.neighbourhood[key]
+        assert (other.lp_new, other.lp_true, other.top1) == (st.lp_new, st.lp_true, st.top1)
+        assert torch.equal(other.topk_ids, st.topk_ids) and torch.equal(other.topk_logprobs, st.topk_logprobs)
+    assert again.checkpoint(lm, 1) | {"seconds": 0} == first.checkpoint(lm, 1) | {"seconds": 0}
+
+    assert ev(max_len=16).cached is False  # other inputs, another entry
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    fixed = ev()  # a corrupted entry is recomputed and rewritten
+    assert fixed.cached is False and fixed.capability == first.capability
+    assert ev().cached is True
+    assert ev(cache=False).cached is False and len(list(tmp_path.glob("*.pt"))) == 2  # nothing stored
 
 
 def test_capability_every_skips_middle_checkpoints_only(tmp_path):

@@ -121,6 +121,36 @@ class Baseline:
                                                  latent_layer, batch_size=batch_size)
         return base
 
+    def state(self) -> dict[str, Any]:
+        """Plain containers and tensors (``torch.load(weights_only=True)`` reads them back; see :meth:`from_state`)."""
+        keys = list(self.neighbourhood)
+        stats = [self.neighbourhood[k] for k in keys]
+        return {
+            "kl_topk": int(self.kl_topk),
+            "neighbour_keys": [tuple(k) for k in keys],
+            "neighbour_lp": torch.tensor([[st.lp_new, st.lp_true] for st in stats], dtype=torch.float64).reshape(-1, 2),
+            "neighbour_top1": [int(st.top1) for st in stats],
+            "neighbour_topk_logprobs": [st.topk_logprobs for st in stats],
+            "neighbour_topk_ids": [st.topk_ids for st in stats],
+            "zsre_loc": [(k[0], k[1], list(v)) for k, v in self.zsre_loc.items()],
+            "lm": self.lm.state() if self.lm is not None else None,
+            "latent": self.latent.state() if self.latent is not None else None,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], latent_records: Sequence[Any] = ()) -> "Baseline":
+        """The :class:`Baseline` of :meth:`state`; ``latent_records`` are the records its latent states were taken on."""
+        base = cls(kl_topk=state["kl_topk"])
+        for j, key in enumerate(state["neighbour_keys"]):
+            lp_new, lp_true = state["neighbour_lp"][j].tolist()
+            base.neighbourhood[tuple(key)] = NeighbourStat(lp_new, lp_true, state["neighbour_top1"][j],
+                                                           state["neighbour_topk_logprobs"][j],
+                                                           state["neighbour_topk_ids"][j])
+        base.zsre_loc = {(p, t): list(v) for p, t, v in state["zsre_loc"]}
+        base.lm = LMBaseline.from_state(state["lm"]) if state["lm"] is not None else None
+        base.latent = LatentBaseline.from_state(state["latent"], latent_records) if state["latent"] is not None else None
+        return base
+
     def neighbour(self, key: tuple[str, str, str]) -> NeighbourStat:
         try:
             return self.neighbourhood[key]

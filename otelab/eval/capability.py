@@ -146,6 +146,14 @@ class CapabilityAnswers:
     def predictions(self, task: str) -> list[int]:
         return [max(range(len(s)), key=s.__getitem__) for s in self.scores[task]]
 
+    def state(self) -> dict:
+        """Plain containers (``torch.load(weights_only=True)`` reads them back; :meth:`from_state`)."""
+        return {"gold": dict(self.gold), "scores": dict(self.scores), "shots": int(self.shots)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "CapabilityAnswers":
+        return cls(gold=state["gold"], scores=state["scores"], shots=state["shots"])
+
 
 def capability_answers(model, tok, tasks: Mapping[str, Sequence[Mapping]], batch_size: int = 16,
                        demos: Mapping[str, Sequence[Mapping]] | None = None,

@@ -177,6 +177,19 @@ class LatentBaseline:
         keys = [_key(r, i) for i, r in enumerate(records)]
         return cls(layer, keys, records, hidden_states_at_subject(model, tok, records, layer, batch_size))
 
+    def state(self) -> dict[str, Any]:
+        """The layer, keys and states (the records stay with the caller; see :meth:`from_state`)."""
+        return {"layer": int(self.layer), "keys": [tuple(k) for k in self.keys], "states": self.states}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], records: Sequence[Any]) -> "LatentBaseline":
+        """Re-attach ``records`` to a stored state; they must be the records it was computed on."""
+        records = list(records)
+        keys = [_key(r, i) for i, r in enumerate(records)]
+        if keys != [tuple(k) for k in state["keys"]]:
+            raise ValueError("the stored latent states belong to other records")
+        return cls(state["layer"], keys, records, state["states"])
+
     def drift(self, model, tok, edited_records: Sequence[Any] = (), batch_size: int = 32) -> dict[str, float]:
         """:func:`latent_drift` of ``model`` against the cached states.
 
@@ -269,6 +282,14 @@ class LMBaseline:
     @property
     def n_tokens(self) -> int:
         return sum(len(s) - 1 for s in self.seqs)
+
+    def state(self) -> dict[str, Any]:
+        """Plain containers and tensors (what ``torch.load(weights_only=True)`` reads back)."""
+        return {"seqs": [list(x) for x in self.seqs], "top1": list(self.top1), "nll_sum": float(self.nll_sum)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "LMBaseline":
+        return cls(seqs=state["seqs"], top1=state["top1"], nll_sum=state["nll_sum"])
 
     @property
     def ppl(self) -> float:

@@ -2,8 +2,9 @@
 
 Every edit score, the unedited reference and the general-capability scores read
 their numbers from :func:`teacher_forced`; pairs whose input is a prefix of
-another's share its forward pass, so ``n`` pairs take at most
-``ceil(n / batch_size)`` passes.
+another's share its forward pass, and sequences that share a prefix (a prompt's
+two targets) are packed into one row as a prefix tree (:mod:`otelab.eval.packing`),
+so ``n`` pairs take at most ``ceil(n / batch_size)`` passes.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import torch
 
 from otelab.eval.batching import (encode_many, eval_mode, logits_at, model_device, pad_id_of, pad_with_positions,
                                   progress_bar)
+from otelab.eval.packing import pack_rows, packs, tree_batch, tree_row
+
+PACK_ROW = 32  # most tokens per packed row: the two targets of a CounterFact prompt fit, long prompts stay alone
 
 # ----------------------------------------------------------------------------
 # Teacher-forced scoring with prefix sharing
@@ -71,15 +75,18 @@ def teacher_forced(model, tok, prompts: Sequence[str], targets: Sequence[str], b
 
     The prompt keeps the tokenizer's leading special tokens (BOS); the target is
     ``" " + target.strip()`` tokenised on its own, as ROME/MEMIT do.
-    Pairs are deduplicated by prefix sharing, so the number of forward passes is
-    at most ``ceil(len(prompts) / batch_size)``.
+    Pairs are deduplicated by prefix sharing, and a transformers model (eager or
+    SDPA attention, :func:`otelab.eval.packing.packs`) gets sequences that share a
+    prefix packed into one row of at most :data:`PACK_ROW` tokens (a 4-D tree mask;
+    the numbers are those of one sequence per row, to float rounding). The number
+    of forward passes is at most ``ceil(len(prompts) / batch_size)``.
 
     Arguments:
         model: a causal LM (``model(input_ids, attention_mask, position_ids).logits``).
         tok: its tokenizer.
         prompts: the n prompt strings (subject already filled in).
         targets: the n target strings.
-        batch_size: sequences per forward pass.
+        batch_size: rows (packed sequences) per forward pass.
         padding_side: ``"left"`` (default) or ``"right"``; both give the same numbers
             (the output layer is applied only at the positions a target needs).
         first_hook: optional ``f(pair_index, logprobs [V])`` called with the full
@@ -111,33 +118,44 @@ def teacher_forced(model, tok, prompts: Sequence[str], targets: Sequence[str], b
             raise ValueError(f"pair {i}: the target {targets[i]!r} tokenises to nothing")
     inputs = [tuple(p + t[:-1]) for p, t in zip(p_ids, t_ids)]
     host_of = plan_hosts(inputs)
-    hosts = sorted(set(host_of.values()), key=lambda s: (-len(s), s))  # similar lengths share a batch
-    row_of = {h: r for r, h in enumerate(hosts)}
-    served: list[list[int]] = [[] for _ in hosts]  # pair indices per host row
+    tree = packs(model)
+    rows = pack_rows(set(host_of.values()), PACK_ROW if tree else 0)
+    trees = [tree_row(r) for r in rows]
+    order = sorted(range(len(rows)), key=lambda k: (-len(trees[k].tokens), rows[k]))  # similar lengths share a batch
+    node_of: dict[tuple[int, ...], tuple[int, list[int]]] = {}  # host -> (its row, the node at each position)
+    for k in order:
+        for h, path in zip(rows[k], trees[k].paths):
+            node_of[h] = (k, path)
+    served: dict[int, list[int]] = {}  # pair indices per row
     for i, inp in enumerate(inputs):
-        served[row_of[host_of[inp]]].append(i)
+        served.setdefault(node_of[host_of[inp]][0], []).append(i)
 
     results: list[TeacherForced | None] = [None] * len(prompts)
     device, pad = model_device(model), pad_id_of(tok)
-    n_batches = math.ceil(len(hosts) / batch_size)
+    n_batches = math.ceil(len(order) / batch_size)
     with eval_mode(model):
-        for b0 in progress_bar(range(0, len(hosts), batch_size), n_batches, "scoring", show_progress):
-            chunk = hosts[b0:b0 + batch_size]
-            ids, mask, pos, offs = pad_with_positions(chunk, pad, padding_side, device)
+        for b0 in progress_bar(range(0, len(order), batch_size), n_batches, "scoring", show_progress):
+            chunk = order[b0:b0 + batch_size]
+            if tree:
+                dtype = next(model.parameters()).dtype
+                ids, mask, pos, offs = tree_batch([trees[k] for k in chunk], pad, padding_side, device, dtype)
+            else:
+                ids, mask, pos, offs = pad_with_positions([trees[k].tokens for k in chunk], pad, padding_side, device)
             # the columns whose next-token distribution some pair of this batch needs
+            cols_of: dict[int, list[int]] = {}
             at: dict[tuple[int, int], int] = {}
-            for r in range(len(chunk)):
-                for i in served[b0 + r]:
-                    c0 = offs[r] + len(p_ids[i]) - 1
-                    for c in range(c0, c0 + len(t_ids[i])):
+            for r, k in enumerate(chunk):
+                for i in served[k]:
+                    path = node_of[host_of[inputs[i]]][1]
+                    c0 = len(p_ids[i]) - 1
+                    cols_of[i] = [offs[r] + path[c] for c in range(c0, c0 + len(t_ids[i]))]
+                    for c in cols_of[i]:
                         at.setdefault((r, c), len(at))
             logits = logits_at(model, ids, mask, pos, [rc[0] for rc in at], [rc[1] for rc in at])  # [N, V]
-            for r in range(len(chunk)):
-                for i in served[b0 + r]:
+            for r, k in enumerate(chunk):
+                for i in served[k]:
                     tgt = t_ids[i]
-                    c0 = offs[r] + len(p_ids[i]) - 1
-                    rows = [at[(r, c)] for c in range(c0, c0 + len(tgt))]
-                    lp = torch.log_softmax(logits[rows].float(), dim=-1)  # [m, V]
+                    lp = torch.log_softmax(logits[[at[(r, c)] for c in cols_of[i]]].float(), dim=-1)  # [m, V]
                     tgt_t = torch.as_tensor(tgt, device=lp.device)
                     results[i] = TeacherForced(
                         target_ids=list(tgt),

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from otelab.eval import drift as D
 from otelab.eval import metrics as M
+from otelab.eval import refcache
 
 __all__ = ["FORMAT", "EDIT_KEYS", "BASE_KEYS", "StreamError", "batch_sample", "StreamEval"]
 
@@ -78,6 +81,9 @@ class StreamEval:
             checkpoint measure: 6 tasks × their items); ``None`` = at every checkpoint. The
             unedited model and the final model are always evaluated.
         progress: show progress bars.
+        cache: read the unedited references from, and store them in, ``<otelab cache>/references``
+            (``True``) or the given folder (:mod:`otelab.eval.refcache`); ``False`` computes them
+            and stores nothing. ``cached`` says afterwards whether they were read back.
     """
 
     def __init__(self, loaded, records: Sequence[Any], batch_size: int, *, texts: Sequence[str] = (),
@@ -85,7 +91,8 @@ class StreamEval:
                  demos: Optional[Mapping[str, Sequence[Mapping]]] = None, sample_per_batch: Optional[int] = 20,
                  latent_records: Optional[Sequence[Any]] = None, latent_layer: Optional[int] = None, seed: int = 0,
                  n_boot: int = 1000, eval_batch_size: int = 32, max_len: int = 128,
-                 capability_every: Optional[int] = None, progress: bool = True):
+                 capability_every: Optional[int] = None, progress: bool = True,
+                 cache: bool | str | Path = False):
         self.records = list(records)
         if not self.records:
             raise StreamError("the stream has no records")
@@ -109,12 +116,31 @@ class StreamEval:
             latent_records = [self.records[i] for i in self.sample[:20]]
         model, tok = loaded.model, loaded.tokenizer
         t0 = time.perf_counter()
-        self.baseline = M.Baseline.compute(model, tok, [self.records[i] for i in self.sample],
-                                           texts=list(texts) or None, max_len=max_len, latent_layer=latent_layer,
-                                           latent_records=list(latent_records), batch_size=eval_batch_size,
-                                           show_progress=progress)
-        self.capability = (M.capability_answers(model, tok, self.tasks, 16, self.demos, progress)
-                           if self.tasks else None)
+        sampled, latent_records, texts = [self.records[i] for i in self.sample], list(latent_records), list(texts)
+        folder = (refcache.default_dir() if cache is True else Path(cache)) if cache else None
+        key = refcache.reference_key({
+            "model": loaded.fingerprint, "sample": [M.fact_prompts(r, M.record_label(r, i)) for i, r in enumerate(sampled)],
+            "texts": texts, "max_len": max_len, "latent_layer": latent_layer,
+            "latent": [D._key(r, i) for i, r in enumerate(latent_records)], "tasks": self.tasks, "demos": self.demos,
+            "eval_batch_size": self.eval_batch_size}) if folder is not None else None
+        stored = refcache.load(folder, key) if folder is not None else None
+        self.cached = stored is not None
+        if stored is not None:
+            self.baseline = M.Baseline.from_state(stored["baseline"], latent_records)
+            self.capability = (M.CapabilityAnswers.from_state(stored["capability"])
+                               if stored["capability"] is not None else None)
+        else:
+            self.baseline = M.Baseline.compute(model, tok, sampled, texts=texts or None, max_len=max_len,
+                                               latent_layer=latent_layer, latent_records=latent_records,
+                                               batch_size=eval_batch_size, show_progress=progress)
+            self.capability = (M.capability_answers(model, tok, self.tasks, 16, self.demos, progress)
+                               if self.tasks else None)
+            if folder is not None:
+                refcache.save(folder, key, {"baseline": self.baseline.state(), "capability":
+                                            self.capability.state() if self.capability is not None else None},
+                              {"model": loaded.preset.name, "fingerprint": loaded.fingerprint,
+                               "sample": len(sampled), "texts": len(texts), "latent": len(latent_records),
+                               "tasks": {t: len(v) for t, v in self.tasks.items()}})
         self.seconds = round(time.perf_counter() - t0, 2)
 
     def settings(self) -> dict[str, Any]:
@@ -127,7 +153,7 @@ class StreamEval:
                 "tasks": {t: len(v) for t, v in self.tasks.items()},
                 "shots": self.capability.shots if self.capability is not None else 0,
                 "capability_every": self.capability_every,
-                "reference_seconds": self.seconds}
+                "reference_seconds": self.seconds, "reference_cached": self.cached}
 
     def _common(self, loaded, n_done: int, capability: bool = True) -> dict[str, Any]:
         """LM drift, latent drift and (when ``capability``) general capability."""
