@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import pickle
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -33,9 +34,11 @@ FORMAT = "otelab-references/1"  # bump when what a reference holds, or how it is
 
 def reference_key(request: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of a JSON-able request, with :data:`FORMAT` and otelab's version mixed in."""
-    from otelab import __version__
-
-    text = json.dumps({"format": FORMAT, "otelab": __version__, **request}, sort_keys=True, ensure_ascii=False,
+    try:
+        version = metadata.version("otelab")
+    except metadata.PackageNotFoundError:
+        version = "0+unknown"
+    text = json.dumps({"format": FORMAT, "otelab": version, **request}, sort_keys=True, ensure_ascii=False,
                       default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
