@@ -132,12 +132,12 @@ def teacher_forced(model, tok, prompts: Sequence[str], targets: Sequence[str], b
 
     results: list[TeacherForced | None] = [None] * len(prompts)
     device, pad = model_device(model), pad_id_of(tok)
+    dtype = next(model.parameters()).dtype  # the tree mask is additive, in the model's dtype
     n_batches = math.ceil(len(order) / batch_size)
     with eval_mode(model):
         for b0 in progress_bar(range(0, len(order), batch_size), n_batches, "scoring", show_progress):
             chunk = order[b0:b0 + batch_size]
             if tree:
-                dtype = next(model.parameters()).dtype
                 ids, mask, pos, offs = tree_batch([trees[k] for k in chunk], pad, padding_side, device, dtype)
             else:
                 ids, mask, pos, offs = pad_with_positions([trees[k].tokens for k in chunk], pad, padding_side, device)

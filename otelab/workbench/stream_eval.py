@@ -114,9 +114,15 @@ class StreamEval:
             latent_layer = max(loaded.preset.layers) + 1
         if latent_records is None:
             latent_records = [self.records[i] for i in self.sample[:20]]
-        model, tok = loaded.model, loaded.tokenizer
         t0 = time.perf_counter()
-        sampled, latent_records, texts = [self.records[i] for i in self.sample], list(latent_records), list(texts)
+        self._references(loaded, [self.records[i] for i in self.sample], list(texts), list(latent_records),
+                         latent_layer, max_len, cache)
+        self.seconds = round(time.perf_counter() - t0, 2)
+
+    def _references(self, loaded, sampled: list, texts: list, latent_records: list, latent_layer: int,
+                    max_len: int, cache: bool | str | Path) -> None:
+        """Set ``baseline`` and ``capability`` (the unedited model's answers): read from the cache, else computed."""
+        model, tok = loaded.model, loaded.tokenizer
         folder = (refcache.default_dir() if cache is True else Path(cache)) if cache else None
         key = refcache.reference_key({
             "model": loaded.fingerprint, "sample": [M.fact_prompts(r, M.record_label(r, i)) for i, r in enumerate(sampled)],
@@ -129,19 +135,18 @@ class StreamEval:
             self.baseline = M.Baseline.from_state(stored["baseline"], latent_records)
             self.capability = (M.CapabilityAnswers.from_state(stored["capability"])
                                if stored["capability"] is not None else None)
-        else:
-            self.baseline = M.Baseline.compute(model, tok, sampled, texts=texts or None, max_len=max_len,
-                                               latent_layer=latent_layer, latent_records=latent_records,
-                                               batch_size=eval_batch_size, show_progress=progress)
-            self.capability = (M.capability_answers(model, tok, self.tasks, 16, self.demos, progress)
-                               if self.tasks else None)
-            if folder is not None:
-                refcache.save(folder, key, {"baseline": self.baseline.state(), "capability":
-                                            self.capability.state() if self.capability is not None else None},
-                              {"model": loaded.preset.name, "fingerprint": loaded.fingerprint,
-                               "sample": len(sampled), "texts": len(texts), "latent": len(latent_records),
-                               "tasks": {t: len(v) for t, v in self.tasks.items()}})
-        self.seconds = round(time.perf_counter() - t0, 2)
+            return
+        self.baseline = M.Baseline.compute(model, tok, sampled, texts=texts or None, max_len=max_len,
+                                           latent_layer=latent_layer, latent_records=latent_records,
+                                           batch_size=self.eval_batch_size, show_progress=self.progress)
+        self.capability = (M.capability_answers(model, tok, self.tasks, 16, self.demos, self.progress)
+                           if self.tasks else None)
+        if folder is not None:
+            refcache.save(folder, key, {"baseline": self.baseline.state(), "capability":
+                                        self.capability.state() if self.capability is not None else None},
+                          {"model": loaded.preset.name, "fingerprint": loaded.fingerprint,
+                           "sample": len(sampled), "texts": len(texts), "latent": len(latent_records),
+                           "tasks": {t: len(v) for t, v in self.tasks.items()}})
 
     def settings(self) -> dict[str, Any]:
         """The evaluation's sizes, for the run's JSON."""
